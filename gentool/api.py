@@ -1,0 +1,125 @@
+"""The public API for plugin authors: what hooks receive and return.
+
+Everything here imports without torch; the jobs reference torch objects only through their
+attributes at run time. A plugin depends on this module, :mod:`gentool.hookspecs`,
+:mod:`gentool.training`, :mod:`gentool.checkpoint`, :mod:`gentool.data` and :mod:`gentool.metrics`,
+never on the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+    from gentool.checkpoint import Checkpoint
+    from gentool.data import ImageDataset, TextDataset
+    from gentool.runs import Run
+    from gentool.training import Task, TrainResult
+
+Modality = Literal["image", "text"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model a plugin offers, registered through ``gentool_register_models``.
+
+    ``config`` is a dataclass type whose fields are the model's options (see
+    :mod:`gentool.config`); ``None`` means the model has no options of its own. ``epochs``,
+    ``batch_size`` and ``lr`` are the training defaults used when the user gives none.
+    ``plugin`` and ``plugin_version`` are filled in by the core from the registering plugin.
+    """
+
+    name: str
+    family: str
+    summary: str
+    config: type | None = None
+    modality: Modality = "image"
+    default_data: str = "digits"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    plugin: str = ""
+    plugin_version: str = ""
+
+
+@dataclass
+class TrainOptions:
+    """The options every model shares (``gentool train`` flags and the ``[train]`` TOML table)."""
+
+    data: str | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    device: str = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    seed: int = 0
+    image_size: int | None = None
+    save_every: int = 0
+    log_every: int = 50
+    sample_count: int = 64
+
+
+@dataclass
+class TrainJob:
+    """What ``gentool_train`` receives: everything needed to train one run.
+
+    ``resume`` is the checkpoint to continue from (``None`` for a fresh run); the harness
+    restores weights, optimizers, schedulers, RNG state and the position in the epoch from it.
+    """
+
+    spec: ModelSpec
+    config: Any
+    options: TrainOptions
+    data: "ImageDataset | TextDataset"
+    run: "Run"
+    resume: Path | None = None
+    quiet: bool = False
+
+    def fit(self, task: "Task") -> "TrainResult":
+        """Run the shared training harness on ``task`` (see :func:`gentool.training.fit`)."""
+        from gentool.training import fit
+
+        return fit(task, self)
+
+
+@dataclass
+class SampleJob:
+    """What ``gentool_sample`` receives."""
+
+    spec: ModelSpec
+    checkpoint: "Checkpoint"
+    n: int
+    device: "torch.device"
+    generator: "torch.Generator"
+    seed: int
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SampleResult:
+    """What ``gentool_sample`` returns: images in ``[0, 1]`` (with optional labels) or texts.
+
+    ``nrow`` sets the grid's row length (e.g. one row per class); ``None`` lets the core choose.
+    """
+
+    images: "torch.Tensor | None" = None
+    labels: "torch.Tensor | None" = None
+    texts: list[str] | None = None
+    nrow: int | None = None
+
+
+@dataclass
+class EvaluateJob:
+    """What ``gentool_evaluate`` receives: a checkpoint and held-out data to score it on."""
+
+    spec: ModelSpec
+    checkpoint: "Checkpoint"
+    data: "ImageDataset | TextDataset"
+    device: "torch.device"
+    seed: int
+    n: int = 2000
+    options: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,517 @@
+"""The ``gentool`` command line (Typer + rich).
+
+Start-up stays instant: this module imports no torch; each command imports what it needs.
+Errors a user can cause print one line and exit non-zero (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+import gentool
+from gentool.errors import ConfigError, DataError, GentoolError
+
+app = typer.Typer(
+    name="gentool",
+    help="Train, sample and evaluate deep generative models; models come from plugins.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+CORE_COMMANDS = {"list", "plugins", "train", "sample", "evaluate", "info", "push", "pull"}
+_state = {"debug": False}
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _registry():
+    from gentool.plugins import get_registry
+
+    return get_registry()
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"gentool {gentool.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    _state["debug"] = debug
+
+
+# -- list / plugins -------------------------------------------------------------------------
+@app.command("list")
+def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Every model of every installed plugin."""
+    reg = _registry()
+    rows = [{"name": s.name, "family": s.family, "plugin": s.plugin, "modality": s.modality, "summary": s.summary}
+            for s in sorted(reg.models.values(), key=lambda s: (s.family, s.name))]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("No models installed: install a plugin (see `gentool plugins` and docs/plugins.md).")
+        return
+    from rich.table import Table
+
+    table = Table("model", "family", "plugin", "summary", box=None, header_style="bold")
+    for r in rows:
+        table.add_row(r["name"], r["family"], r["plugin"], r["summary"])
+    _console().print(table)
+
+
+@app.command("plugins")
+def list_plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """Installed plugins: versions, models, hooks, commands, and any that failed to load."""
+    reg = _registry()
+    _ensure_commands(reg)
+    infos = [i.as_dict() for i in reg.plugins.values()]
+    if as_json:
+        typer.echo(json.dumps(infos, indent=2))
+        return
+    if not infos:
+        typer.echo("No plugins installed (entry-point group 'gentool').")
+        return
+    from rich.table import Table
+
+    table = Table("plugin", "version", "status", "models", "commands", "hooks", box=None, header_style="bold")
+    for i in infos:
+        status = "[green]ok[/]" if i["ok"] else "[red]failed[/]"
+        hooks = ", ".join(h.removeprefix("gentool_") for h in i["hooks"])
+        table.add_row(i["name"], i["version"], status, ", ".join(i["models"]), ", ".join(i["commands"]), hooks)
+    con = _console()
+    con.print(table)
+    for i in infos:
+        if i["error"]:
+            con.print(f"[red]{i['name']}[/]: {i['error']}", markup=True)
+        for p in i["problems"]:
+            con.print(f"[yellow]{i['name']}[/]: {p}", markup=True)
+
+
+# -- train ----------------------------------------------------------------------------------
+@app.command(add_help_option=False, context_settings={"help_option_names": []})
+def train(
+    ctx: typer.Context,
+    model: Optional[str] = typer.Argument(None, help="Model to train (see `gentool list`)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Data set name (digits, mnist, cifar10, ...) or path: image folder, IDX files, .npz, text file."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs to train (total, also when resuming)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Batch size per process."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto|cpu|cuda|mps (auto: cuda > mps > cpu)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32|bf16|fp16 autocast precision."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (same seed, same run)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=4, help="Resize and crop images to this size."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name (default run1, run2, ...)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue a run: its name, folder, or 'latest' (bare --resume)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML file with [train] and [model] tables."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Model option key=value (repeatable)."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", min=0, help="Also checkpoint every N steps (0: each epoch only)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    help_: bool = typer.Option(False, "--help", "-h", help="Show this message (with MODEL: its options) and exit."),
+) -> None:
+    """Train a model; shows progress and writes runs/MODEL/RUN/ with safetensors checkpoints."""
+    if help_ or model is None:
+        typer.echo(ctx.get_help())
+        if model is not None:
+            _print_model_options(model)
+        raise typer.Exit(0 if help_ else 2)
+
+    from gentool.api import TrainJob, TrainOptions
+    from gentool.config import build_config, config_from_dict, parse_set_options, unknown_key_error
+
+    reg = _registry()
+    spec = reg.model(model)
+    file_doc = _read_toml(config) if config else {}
+    train_doc, model_doc = _split_toml(file_doc, spec)
+    flags = {k: v for k, v in dict(data=data, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                                   precision=precision, seed=seed, image_size=image_size,
+                                   save_every=save_every).items() if v is not None}
+    sets = parse_set_options(set_)
+
+    import dataclasses
+
+    option_names = {f.name for f in dataclasses.fields(TrainOptions)}
+    for key in train_doc:
+        if key not in option_names:
+            raise unknown_key_error(key, sorted(option_names), "[train]")
+
+    resume_path = None
+    if resume is not None:
+        from gentool.checkpoint import load_checkpoint
+        from gentool.runs import resolve_run
+
+        run = resolve_run(model, resume)
+        ckpt = load_checkpoint(run.last, model=model)
+        if sets or model_doc:
+            raise ConfigError("model options cannot change when resuming; start a new run instead")
+        saved = {k: v for k, v in ckpt.meta.get("train", {}).items() if k in option_names}
+        saved.pop("device", None)
+        options = TrainOptions(**{**saved, **train_doc, **flags})
+        cfg = config_from_dict(spec.config, ckpt.config)
+        resume_path = run.last
+    else:
+        base = {"epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr}
+        options = TrainOptions(**{**base, **train_doc, **flags})
+        cfg = build_config(spec.config, {**model_doc, **sets})
+        run = None
+    _check_options(options)
+
+    from gentool.training import seed_everything
+
+    seed_everything(options.seed)
+    dataset = _load_data(options.data or spec.default_data, spec.modality, "train", options.image_size, reg)
+    if options.data is None:
+        options.data = spec.default_data
+    if run is None:
+        run = _new_run(model, name)
+    job = TrainJob(spec=spec, config=cfg, options=options, data=dataset, run=run, resume=resume_path, quiet=quiet)
+    result = reg.call("gentool_train", spec, job=job)
+    from gentool.distributed import launched_world
+
+    if launched_world().is_main and not quiet:
+        con = _console()
+        con.print(f"run folder: {run.dir}")
+        if getattr(result, "best", None):
+            con.print(f"best checkpoint: {result.best}")
+        con.print(f"next: gentool sample {model} -n 16   |   gentool evaluate {model}")
+
+
+def _check_options(options: Any) -> None:
+    from gentool.devices import DEVICES, PRECISIONS
+
+    if options.device not in DEVICES and not str(options.device).startswith("cuda:"):
+        raise ConfigError(f"unknown device {options.device!r}: use one of {', '.join(DEVICES)}")
+    if options.precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {options.precision!r}: use one of {', '.join(PRECISIONS)}")
+    if options.epochs < 1 or options.batch_size < 1:
+        raise ConfigError("--epochs and --batch-size must be at least 1")
+
+
+def _new_run(model: str, name: str | None):
+    from gentool.distributed import launched_world
+    from gentool.runs import Run, new_run
+    from gentool.paths import runs_dir
+
+    world = launched_world()
+    if not world.distributed:
+        return new_run(model, name)
+    # Under torchrun every process must agree on the folder; rank 0 creates it.
+    name = name or "run-" + os.environ.get("TORCHELASTIC_RUN_ID", "ddp")[:12].replace("/", "-")
+    run = Run(model, name, runs_dir() / model / name)
+    if world.is_main:
+        run.dir.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot parse {path}: {exc}") from None
+
+
+def _split_toml(doc: dict[str, Any], spec: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``[train]`` and ``[model]`` tables; top-level keys go to whichever knows them."""
+    import dataclasses
+
+    from gentool.api import TrainOptions
+    from gentool.config import unknown_key_error
+
+    train = dict(doc.get("train", {}))
+    model = dict(doc.get("model", {}))
+    option_names = {f.name for f in dataclasses.fields(TrainOptions)}
+    model_names = {f.name for f in dataclasses.fields(spec.config)} if spec.config else set()
+    for key, value in doc.items():
+        if key in ("train", "model"):
+            continue
+        if key in option_names:
+            train[key] = value
+        elif key in model_names:
+            model[key] = value
+        else:
+            raise unknown_key_error(key, sorted(option_names | model_names), "config file")
+    return train, model
+
+
+def _print_model_options(model: str) -> None:
+    from rich.table import Table
+
+    from gentool.config import fields_of
+
+    spec = _registry().model(model)
+    con = _console()
+    con.print(f"\n[bold]{spec.name}[/] ({spec.family}, plugin {spec.plugin}): {spec.summary}")
+    con.print(f"defaults: --epochs {spec.epochs} --batch-size {spec.batch_size} --lr {spec.lr} --data {spec.default_data}")
+    if spec.config is None:
+        con.print("This model has no options of its own.")
+        return
+    table = Table("option (--set key=value)", "type", "default", "help", box=None, header_style="bold")
+    for f in fields_of(spec.config):
+        default = f.default if not isinstance(f.default, (tuple, list)) else ",".join(map(str, f.default))
+        table.add_row(f.name, f.type_name, str(default), f.help)
+    con.print(table)
+
+
+def _load_data(ref: str, modality: str, split: str, image_size: int | None, reg: Any):
+    from gentool.data import load_dataset
+
+    dataset = load_dataset(ref, split=split, image_size=image_size, extra=reg.datasets)
+    kind = dataset.info().get("kind")
+    if kind != modality:
+        raise DataError(f"{ref} is {kind} data, but this model needs {modality} data")
+    return dataset
+
+
+# -- sample ---------------------------------------------------------------------------------
+@app.command()
+def sample(
+    model: str = typer.Argument(..., help="Model to sample from."),
+    n: int = typer.Option(16, "-n", "--num", min=1, help="Number of samples."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file, run name or folder, or hf://owner/repo (default: newest run)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same samples)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default samples/MODEL)."),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Model-specific sampling option key=value."),
+) -> None:
+    """Draw samples: single images and a grid (or text for text models)."""
+    from gentool.api import SampleJob
+    from gentool.checkpoint import load_checkpoint
+    from gentool.config import parse_set_options
+    from gentool.runs import resolve_checkpoint
+
+    reg = _registry()
+    spec = reg.model(model)
+    path = resolve_checkpoint(model, checkpoint)
+    ckpt = load_checkpoint(path, model=model)
+
+    import torch
+
+    from gentool.devices import pick_device
+    from gentool.training import seed_everything
+
+    dev = pick_device(device)
+    seed_everything(seed)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    job = SampleJob(spec=spec, checkpoint=ckpt, n=n, device=dev, generator=generator, seed=seed,
+                    options=parse_set_options(set_))
+    with torch.no_grad():
+        result = reg.call("gentool_sample", spec, job=job)
+    out = out or Path("samples") / model
+    written = write_samples(result, out, ckpt.data.get("class_names"))
+    _console().print(f"wrote {written} from {path}")
+
+
+def write_samples(result: Any, out: Path, class_names: list[str] | None = None) -> str:
+    """Write a SampleResult: single files plus ``grid.png`` or ``samples.txt``; say what."""
+    out.mkdir(parents=True, exist_ok=True)
+    if result.images is not None:
+        from gentool.images import save_grid, save_images
+
+        imgs = result.images.float().cpu()
+        names = None
+        if result.labels is not None:
+            labels = [int(x) for x in result.labels.tolist()]
+            names = [f"{i:06d}_{_safe(class_names[y] if class_names and y < len(class_names) else str(y))}.png"
+                     for i, y in enumerate(labels)]
+        save_images(imgs, out, names)
+        save_grid(imgs, out / "grid.png", result.nrow)
+        return f"{imgs.shape[0]} images and grid.png to {out}"
+    if result.texts is not None:
+        for i, t in enumerate(result.texts):
+            (out / f"{i:06d}.txt").write_text(t, encoding="utf-8")
+        (out / "samples.txt").write_text("\n\n----\n\n".join(result.texts), encoding="utf-8")
+        return f"{len(result.texts)} texts and samples.txt to {out}"
+    raise GentoolError("the plugin returned neither images nor texts")
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:40] or "x"
+
+
+# -- evaluate -------------------------------------------------------------------------------
+@app.command()
+def evaluate(
+    model: str = typer.Argument(..., help="Model to evaluate."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file, run, folder or hf://owner/repo."),
+    data: Optional[str] = typer.Option(None, "--data", help="Data to evaluate on (default: what the model was trained on)."),
+    split: str = typer.Option("test", "--split", help="Data split: test, train or all."),
+    n: int = typer.Option(2000, "-n", "--num", min=1, help="Number of generated samples for sample-based metrics."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Model-specific evaluation option key=value."),
+) -> None:
+    """Score a checkpoint on held-out data: a metrics table or JSON."""
+    from gentool.api import EvaluateJob
+    from gentool.checkpoint import load_checkpoint
+    from gentool.config import parse_set_options
+    from gentool.runs import resolve_checkpoint
+
+    reg = _registry()
+    spec = reg.model(model)
+    path = resolve_checkpoint(model, checkpoint)
+    ckpt = load_checkpoint(path, model=model)
+    data_ref = data or ckpt.data.get("name") or spec.default_data
+    image_size = ckpt.data.get("shape", [None, None, None])[-1] if spec.modality == "image" else None
+
+    from gentool.devices import pick_device
+    from gentool.training import seed_everything
+
+    seed_everything(seed)
+    dataset = _load_data(data_ref, spec.modality, split, image_size, reg)
+    job = EvaluateJob(spec=spec, checkpoint=ckpt, data=dataset, device=pick_device(device), seed=seed, n=n,
+                      options=parse_set_options(set_))
+    metrics = reg.call("gentool_evaluate", spec, job=job)
+    doc = {"model": model, "checkpoint": str(path), "data": data_ref, "split": split, "step": ckpt.step,
+           "metrics": metrics}
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("metric", "value", box=None, header_style="bold",
+                  title=f"{model} @ step {ckpt.step} on {data_ref} ({split})")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+    _console().print(table)
+
+
+# -- info -----------------------------------------------------------------------------------
+@app.command()
+def info(
+    checkpoint: Path = typer.Argument(..., help="A gentool .safetensors checkpoint."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """What a checkpoint holds: model, plugin, versions, config, data, step, metrics, layers."""
+    from gentool.checkpoint import TRAIN_PREFIX, load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    counts = ckpt.parameter_counts()
+    layers = {k: v for k, v in ckpt.tensor_shapes.items() if not k.startswith(TRAIN_PREFIX)}
+    meta = {k: v for k, v in ckpt.meta.items() if k != "train_state"}
+    if as_json:
+        typer.echo(json.dumps({**meta, "parameters": counts, "resumable": ckpt.has_train_state,
+                               "tensors": {k: {"shape": s, "dtype": d} for k, (s, d) in layers.items()}}, indent=2))
+        return
+    from rich.table import Table
+
+    con = _console()
+    con.print(f"[bold]{checkpoint}[/]")
+    rows = [("model", ckpt.model), ("family", meta.get("family", "")),
+            ("plugin", f"{ckpt.plugin} {meta.get('plugin_version', '')}".strip()),
+            ("gentool", meta.get("gentool_version", "")), ("created", meta.get("created", "")),
+            ("run", meta.get("run", "")), ("step / epoch", f"{ckpt.step} / {ckpt.epoch}"),
+            ("resumable", "yes" if ckpt.has_train_state else "no (weights only)")]
+    d = ckpt.data
+    if d:
+        rows.append(("data", f"{d.get('name')} {d.get('kind', '')} shape={d.get('shape')} count={d.get('count')}"))
+        if d.get("class_names"):
+            rows.append(("classes", ", ".join(map(str, d["class_names"]))))
+    t = Table(box=None, show_header=False)
+    for k, v in rows:
+        t.add_row(f"[bold]{k}[/]", str(v))
+    con.print(t)
+    for title, section in (("config", ckpt.config), ("training", meta.get("train", {})), ("metrics", ckpt.metrics)):
+        if section:
+            tt = Table(title=title, box=None, show_header=False, title_justify="left")
+            for k, v in section.items():
+                tt.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+            con.print(tt)
+    lt = Table("tensor", "shape", "dtype", title="layers", box=None, title_justify="left", header_style="bold")
+    for k, (s, dt) in layers.items():
+        lt.add_row(k, "x".join(map(str, s)) or "scalar", dt)
+    con.print(lt)
+    con.print("parameters: " + ", ".join(f"{m} {c:,}" for m, c in counts.items()) + f"  (total {sum(counts.values()):,})")
+
+
+# -- hub ------------------------------------------------------------------------------------
+@app.command()
+def push(
+    run: str = typer.Argument(..., help="Run folder, or MODEL/RUN under the runs folder."),
+    repo_id: str = typer.Argument(..., help="Hub repository, owner/name."),
+    private: bool = typer.Option(False, "--private", help="Create the repository as private."),
+) -> None:
+    """Upload a run's checkpoint, config.json and a model card to the hub."""
+    from gentool.hub import push as do_push
+
+    url = do_push(run, repo_id, private=private)
+    _console().print(f"pushed to {url}")
+
+
+@app.command()
+def pull(repo_id: str = typer.Argument(..., help="Hub repository, owner/name.")) -> None:
+    """Download a model from the hub into the cache; prints the checkpoint path."""
+    from gentool.hub import pull as do_pull
+
+    path = do_pull(repo_id)
+    _console().print(f"{path}\nsample with: gentool sample MODEL --checkpoint hf://{repo_id}")
+
+
+# -- entry point ----------------------------------------------------------------------------
+_commands_added = False
+
+
+def _ensure_commands(reg: Any) -> None:
+    global _commands_added
+    if not _commands_added:
+        reg.add_commands(app, set(CORE_COMMANDS))
+        _commands_added = True
+
+
+def _fix_bare_resume(argv: list[str]) -> list[str]:
+    """``--resume`` with no value means the newest run (click options need a value)."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a == "--resume" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, "latest")
+            break
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: ``gentool`` and ``python -m gentool``."""
+    argv = _fix_bare_resume(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("GENTOOL_DEBUG") == "1"
+    try:
+        if not argv or argv[0] not in CORE_COMMANDS:  # --help or a plugin's verb
+            _ensure_commands(_registry())
+        app(args=argv, prog_name="gentool", standalone_mode=True)
+    except GentoolError as exc:
+        if debug:
+            raise
+        _console(stderr=True).print(f"[red]error:[/] {exc}", markup=True)
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug, in gentool or a plugin: one line unless --debug
+        if debug:
+            raise
+        import traceback
+
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        _console(stderr=True).print(
+            f"[red]error:[/] {type(exc).__name__}: {exc} (at {last.filename}:{last.lineno}; "
+            "this is a bug: rerun with --debug for the traceback and report it)", markup=True)
+        sys.exit(1)

@@ -1,0 +1,115 @@
+"""The plugin contract: every hook a gentool plugin may implement.
+
+This module is the one contract between the core and its plugins. A plugin is a module (or
+object) with functions decorated by ``@gentool.hookimpl`` whose names and arguments match the
+specifications below; pluggy lets an implementation accept a *subset* of the arguments, so new
+arguments can be added here without breaking old plugins.
+
+Plugins are found through the entry-point group ``gentool``::
+
+    [project.entry-points.gentool]
+    vae = "gentool_vae.plugin"
+
+Rules every plugin keeps:
+
+* The module named by the entry point must import quickly and must not import torch at module
+  level: ``gentool list`` and ``gentool --help`` import every plugin and must stay instant.
+  Import heavy libraries inside the hook bodies.
+* :func:`gentool_train`, :func:`gentool_sample` and :func:`gentool_evaluate` are called only on the
+  plugin that registered the model (the core routes each call to its owner), and an implementation
+  must also return ``None`` for a model name it does not own.
+* Errors a user can cause are raised as :class:`gentool.errors.GentoolError` (one clear line).
+
+Hooks marked *firstresult* stop at the first non-``None`` answer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # only for type checkers: keeps this module free of heavy imports
+    import typer
+
+    from gentool.api import EvaluateJob, ModelSpec, SampleJob, SampleResult, TrainJob
+    from gentool.data import DatasetSpec
+
+hookspec = pluggy.HookspecMarker("gentool")
+
+
+@hookspec
+def gentool_register_models(register: Callable[["ModelSpec"], None]) -> None:
+    """Register the models this plugin provides.
+
+    Call ``register(ModelSpec(...))`` once per model. The spec carries the model's name (what users
+    type: ``gentool train NAME``), family, one-line summary, its typed config class (a dataclass
+    whose fields, defaults and ``metadata={"help": ...}`` become the model's options), its modality
+    (``"image"`` or ``"text"``), the data set used when ``--data`` is not given, and training
+    defaults (epochs, batch size, learning rate).
+
+    Called once per process for every plugin, including by ``gentool list``: keep it cheap and free
+    of torch imports. A name already taken by another plugin is refused and reported by
+    ``gentool plugins``.
+    """
+
+
+@hookspec
+def gentool_register_datasets(register: Callable[["DatasetSpec"], None]) -> None:
+    """Register named data sets that ``--data NAME`` can load.
+
+    Call ``register(DatasetSpec(name=..., summary=..., loader=..., kind="image"|"text"))``. The
+    loader is called as ``loader(split=..., image_size=..., channels=...)`` and returns a
+    :class:`gentool.data.ImageDataset` or :class:`gentool.data.TextDataset`. Loaders must work
+    offline from local files and raise :class:`gentool.errors.DataError` with a clear message when
+    the data is not there. Built-in names (``digits``, ``mnist``, ``fashion-mnist``, ``cifar10``)
+    cannot be replaced.
+    """
+
+
+@hookspec
+def gentool_register_commands(app: "typer.Typer") -> None:
+    """Add command-line verbs of this plugin to the ``gentool`` app.
+
+    Use ``@app.command("detect")`` and the like. Called on every CLI start, so the command
+    functions must import their heavy dependencies inside their bodies. A verb name that the core
+    or another plugin already uses is refused and reported by ``gentool plugins``.
+    """
+
+
+@hookspec(firstresult=True)
+def gentool_train(model: str, job: "TrainJob") -> Any:
+    """Train ``model`` as described by ``job`` and return the harness result (firstresult).
+
+    ``job`` (:class:`gentool.api.TrainJob`) carries the model's validated config, the training
+    options, the loaded data set and the run folder. Build the networks, wrap them in a
+    :class:`gentool.training.Task` and ``return job.fit(task)``: the shared harness then does the
+    device placement, precision, seeding, progress bar, checkpoints (``last`` each epoch, ``best``),
+    resume, Ctrl-C, the NaN guard and data-parallel training. Return ``None`` for a model that
+    is not this plugin's.
+    """
+
+
+@hookspec(firstresult=True)
+def gentool_sample(model: str, job: "SampleJob") -> "SampleResult | None":
+    """Draw ``job.n`` samples from the checkpoint ``job.checkpoint`` (firstresult).
+
+    Rebuild the networks from ``job.checkpoint.config`` and ``job.checkpoint.data``, load the
+    weights with ``job.checkpoint.load_into(...)``, sample on ``job.device`` with ``job.generator``
+    (seeded by the core: the same seed gives the same samples), and return a
+    :class:`gentool.api.SampleResult` holding ``images`` (float tensor ``[N, C, H, W]`` in ``[0, 1]``,
+    optionally ``labels``) or ``texts``. The core writes the single files and the grid.
+    ``job.options`` holds model-specific sampling options given as ``--set key=value``.
+    Return ``None`` for a model that is not this plugin's.
+    """
+
+
+@hookspec(firstresult=True)
+def gentool_evaluate(model: str, job: "EvaluateJob") -> "dict[str, Any] | None":
+    """Evaluate the checkpoint ``job.checkpoint`` on ``job.data`` and return metrics (firstresult).
+
+    Return a flat JSON-able mapping of metric name to value (numbers, or strings for settings such
+    as the feature extractor's name). Use :mod:`gentool.metrics` for Fréchet distance, KID,
+    precision/recall and density/coverage so every plugin reports them alike. Return ``None`` for
+    a model that is not this plugin's.
+    """

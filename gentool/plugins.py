@@ -1,0 +1,221 @@
+"""Plugin discovery and the model registry.
+
+Plugins are found through the entry-point group ``gentool``. ``GENTOOL_PLUGINS=a,b`` loads only
+the named ones (an empty value loads none). A plugin that fails to import, fails pluggy's
+validation, or raises while registering is set aside with its error: the other plugins keep
+working and ``gentool plugins`` shows what went wrong. Each call of ``gentool_train`` /
+``gentool_sample`` / ``gentool_evaluate`` is routed to the plugin that registered the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from gentool import hookspecs
+from gentool.api import ModelSpec
+from gentool.errors import GentoolError, PluginError
+
+if TYPE_CHECKING:
+    import typer
+
+    from gentool.data import DatasetSpec
+
+GROUP = "gentool"
+ROUTED_HOOKS = ("gentool_train", "gentool_sample", "gentool_evaluate")
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as ``gentool plugins`` reports it."""
+
+    name: str
+    module: str
+    distribution: str = ""
+    version: str = ""
+    ok: bool = True
+    error: str = ""
+    models: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+    hooks: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Registry:
+    """The loaded plugins and everything they registered."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("gentool")
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self.models: dict[str, ModelSpec] = {}
+        self.datasets: dict[str, "DatasetSpec"] = {}
+
+    # -- loading ---------------------------------------------------------------------------
+    def add(self, name: str, obj: Any, *, distribution: str = "", version: str = "") -> PluginInfo:
+        """Register a plugin object (module) under ``name`` and collect its models and data sets."""
+        info = PluginInfo(name=name, module=getattr(obj, "__name__", type(obj).__name__),
+                          distribution=distribution, version=version)
+        self.plugins[name] = info
+        try:
+            self.pm.register(obj, name=name)
+        except Exception as exc:  # pluggy validation errors, duplicate names
+            self._fail(info, f"{type(exc).__name__}: {exc}")
+            return info
+        info.hooks = sorted(h.name for h in self.pm.get_hookcallers(obj) or [])
+        models: list[ModelSpec] = []
+        datasets: list[Any] = []
+        try:
+            for impl in self._impls("gentool_register_models", name):
+                impl.function(register=models.append)
+            for impl in self._impls("gentool_register_datasets", name):
+                impl.function(register=datasets.append)
+        except Exception as exc:
+            self._fail(info, f"raised while registering: {type(exc).__name__}: {exc}")
+            return info
+        for spec in models:
+            if not isinstance(spec, ModelSpec):
+                info.problems.append(f"registered {spec!r}, not a ModelSpec: ignored")
+            elif spec.name in self.models:
+                info.problems.append(
+                    f"model {spec.name!r} is already provided by plugin {self.models[spec.name].plugin!r}: ignored"
+                )
+            else:
+                self.models[spec.name] = dataclasses.replace(spec, plugin=name, plugin_version=version)
+                info.models.append(spec.name)
+        from_core = _builtin_dataset_names()
+        for ds in datasets:
+            key = getattr(ds, "name", "").lower()
+            if not key or key in from_core or key in self.datasets:
+                info.problems.append(f"data set {key!r} is built in or already registered: ignored")
+            else:
+                self.datasets[key] = ds
+                info.datasets.append(key)
+        return info
+
+    def _fail(self, info: PluginInfo, error: str) -> None:
+        info.ok = False
+        info.error = error
+        plugin = self.pm.get_plugin(info.name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        for m in info.models:
+            self.models.pop(m, None)
+        info.models = []
+
+    def _impls(self, hook: str, plugin_name: str) -> list[Any]:
+        caller = getattr(self.pm.hook, hook)
+        return [i for i in caller.get_hookimpls() if i.plugin_name == plugin_name]
+
+    def load_entry_points(self, only: set[str] | None) -> None:
+        """Import every plugin of the entry-point group (or only those named in ``only``)."""
+        for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+            if only is not None and ep.name not in only:
+                continue
+            if ep.name in self.plugins:
+                continue
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else ""
+            version = dist.version if dist is not None else ""
+            try:
+                obj = ep.load()
+            except BaseException as exc:  # SyntaxError, ImportError, SystemExit in a broken plugin
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+                where = f" ({last[0].filename}:{last[0].lineno})" if last else ""
+                info = PluginInfo(name=ep.name, module=ep.value, distribution=dist_name, version=version, ok=False,
+                                  error=f"Error importing plugin {ep.name!r}: {type(exc).__name__}: {exc}{where}")
+                self.plugins[ep.name] = info
+                continue
+            self.add(ep.name, obj, distribution=dist_name, version=version)
+
+    # -- lookups ---------------------------------------------------------------------------
+    def model(self, name: str) -> ModelSpec:
+        """The spec of model ``name``, or a one-line error with the closest names."""
+        if name in self.models:
+            return self.models[name]
+        known = sorted(self.models)
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        if close:
+            raise GentoolError(f"unknown model {name!r}; did you mean {' or '.join(close)}?")
+        if known:
+            raise GentoolError(f"unknown model {name!r}; installed models: {', '.join(known)}")
+        raise GentoolError(f"unknown model {name!r}: no model plugin is installed (see `gentool plugins`)")
+
+    def call(self, hook: str, spec: ModelSpec, **kwargs: Any) -> Any:
+        """Call a routed hook on the plugin that owns ``spec`` only."""
+        assert hook in ROUTED_HOOKS
+        others = [p for n, p in self.pm.list_name_plugin() if n != spec.plugin]
+        caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
+        result = caller(model=spec.name, **kwargs)
+        if result is None:
+            raise PluginError(f"plugin {spec.plugin!r} registered model {spec.name!r} but does not implement {hook}")
+        return result
+
+    def add_commands(self, app: "typer.Typer", reserved: set[str]) -> None:
+        """Let each plugin add its CLI verbs; a verb name already taken is refused."""
+        import typer
+
+        for name, info in self.plugins.items():
+            if not info.ok:
+                continue
+            for impl in self._impls("gentool_register_commands", name):
+                scratch = typer.Typer()
+                try:
+                    impl.function(app=scratch)
+                except Exception as exc:
+                    info.problems.append(f"raised while adding commands: {type(exc).__name__}: {exc}")
+                    continue
+                for cmd in scratch.registered_commands:
+                    verb = cmd.name or (cmd.callback.__name__.replace("_", "-") if cmd.callback else "")
+                    if verb in reserved:
+                        info.problems.append(f"command {verb!r} is already taken: ignored")
+                        continue
+                    reserved.add(verb)
+                    app.registered_commands.append(cmd)
+                    info.commands.append(verb)
+
+
+def _builtin_dataset_names() -> set[str]:
+    # Kept in sync with gentool.data.BUILTIN_DATASETS without importing torch at start-up.
+    return {"digits", "mnist", "fashion-mnist", "cifar10"}
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry(reload: bool = False) -> Registry:
+    """The process-wide registry, loading entry-point plugins on first use."""
+    global _REGISTRY
+    if _REGISTRY is None or reload:
+        reg = Registry()
+        only = _only_from_env()
+        reg.load_entry_points(only)
+        _REGISTRY = reg
+    return _REGISTRY
+
+
+def set_registry(reg: Registry | None) -> None:
+    """Replace the process-wide registry (tests and embedding applications)."""
+    global _REGISTRY
+    _REGISTRY = reg
+
+
+def _only_from_env() -> set[str] | None:
+    raw = os.environ.get("GENTOOL_PLUGINS")
+    if raw is None:
+        return None
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
