@@ -13,11 +13,43 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+from rich.markup import escape
+from typer.core import TyperGroup
 
 import gentool
 from gentool.errors import ConfigError, DataError, GentoolError
 
+class _Group(TyperGroup):
+    """Turns errors into one line on stderr and an exit code, for every command (plugins' too)."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GentoolError as exc:
+            if _debug():
+                raise
+            _console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}", markup=True)
+            ctx.exit(exc.exit_code)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if _debug() or exc.__class__.__module__.startswith(("click", "typer")):
+                raise
+            import traceback
+
+            last = traceback.extract_tb(exc.__traceback__)[-1]
+            _console(stderr=True).print(
+                f"[red]error:[/] {escape(f'{type(exc).__name__}: {exc}')} (at {last.filename}:{last.lineno}; "
+                "this is a bug: rerun with --debug for the traceback, and report it)", markup=True)
+            ctx.exit(1)
+
+
+def _debug() -> bool:
+    return _state["debug"] or "--debug" in sys.argv or os.environ.get("GENTOOL_DEBUG") == "1"
+
+
 app = typer.Typer(
+    cls=_Group,
     name="gentool",
     help="Train, sample and evaluate deep generative models; models come from plugins.",
     no_args_is_help=True,
@@ -74,7 +106,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON i
 
     table = Table("model", "family", "plugin", "summary", box=None, header_style="bold")
     for r in rows:
-        table.add_row(r["name"], r["family"], r["plugin"], r["summary"])
+        table.add_row(*(escape(str(r[k])) for k in ("name", "family", "plugin", "summary")))
     _console().print(table)
 
 
@@ -96,14 +128,15 @@ def list_plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON 
     for i in infos:
         status = "[green]ok[/]" if i["ok"] else "[red]failed[/]"
         hooks = ", ".join(h.removeprefix("gentool_") for h in i["hooks"])
-        table.add_row(i["name"], i["version"], status, ", ".join(i["models"]), ", ".join(i["commands"]), hooks)
+        table.add_row(escape(i["name"]), escape(i["version"]), status, escape(", ".join(i["models"])),
+                      escape(", ".join(i["commands"])), hooks)
     con = _console()
     con.print(table)
     for i in infos:
         if i["error"]:
-            con.print(f"[red]{i['name']}[/]: {i['error']}", markup=True)
+            con.print(f"[red]{escape(i['name'])}[/]: {escape(i['error'])}", markup=True)
         for p in i["problems"]:
-            con.print(f"[yellow]{i['name']}[/]: {p}", markup=True)
+            con.print(f"[yellow]{escape(i['name'])}[/]: {escape(p)}", markup=True)
 
 
 # -- train ----------------------------------------------------------------------------------
@@ -264,7 +297,7 @@ def _print_model_options(model: str) -> None:
 
     spec = _registry().model(model)
     con = _console()
-    con.print(f"\n[bold]{spec.name}[/] ({spec.family}, plugin {spec.plugin}): {spec.summary}")
+    con.print(f"\n[bold]{escape(spec.name)}[/] ({escape(spec.family)}, plugin {escape(spec.plugin)}): {escape(spec.summary)}")
     con.print(f"defaults: --epochs {spec.epochs} --batch-size {spec.batch_size} --lr {spec.lr} --data {spec.default_data}")
     if spec.config is None:
         con.print("This model has no options of its own.")
@@ -272,7 +305,7 @@ def _print_model_options(model: str) -> None:
     table = Table("option (--set key=value)", "type", "default", "help", box=None, header_style="bold")
     for f in fields_of(spec.config):
         default = f.default if not isinstance(f.default, (tuple, list)) else ",".join(map(str, f.default))
-        table.add_row(f.name, f.type_name, str(default), f.help)
+        table.add_row(f.name, escape(f.type_name), escape(str(default)), escape(f.help))
     con.print(table)
 
 
@@ -396,7 +429,7 @@ def evaluate(
     table = Table("metric", "value", box=None, header_style="bold",
                   title=f"{model} @ step {ckpt.step} on {data_ref} ({split})")
     for k, v in metrics.items():
-        table.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+        table.add_row(escape(k), f"{v:.6g}" if isinstance(v, float) else escape(str(v)))
     _console().print(table)
 
 
@@ -420,7 +453,7 @@ def info(
     from rich.table import Table
 
     con = _console()
-    con.print(f"[bold]{checkpoint}[/]")
+    con.print(f"[bold]{escape(str(checkpoint))}[/]")
     rows = [("model", ckpt.model), ("family", meta.get("family", "")),
             ("plugin", f"{ckpt.plugin} {meta.get('plugin_version', '')}".strip()),
             ("gentool", meta.get("gentool_version", "")), ("created", meta.get("created", "")),
@@ -433,17 +466,17 @@ def info(
             rows.append(("classes", ", ".join(map(str, d["class_names"]))))
     t = Table(box=None, show_header=False)
     for k, v in rows:
-        t.add_row(f"[bold]{k}[/]", str(v))
+        t.add_row(f"[bold]{k}[/]", escape(str(v)))
     con.print(t)
     for title, section in (("config", ckpt.config), ("training", meta.get("train", {})), ("metrics", ckpt.metrics)):
         if section:
             tt = Table(title=title, box=None, show_header=False, title_justify="left")
             for k, v in section.items():
-                tt.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+                tt.add_row(escape(k), f"{v:.6g}" if isinstance(v, float) else escape(str(v)))
             con.print(tt)
     lt = Table("tensor", "shape", "dtype", title="layers", box=None, title_justify="left", header_style="bold")
     for k, (s, dt) in layers.items():
-        lt.add_row(k, "x".join(map(str, s)) or "scalar", dt)
+        lt.add_row(escape(k), "x".join(map(str, s)) or "scalar", dt)
     con.print(lt)
     con.print("parameters: " + ", ".join(f"{m} {c:,}" for m, c in counts.items()) + f"  (total {sum(counts.values()):,})")
 
@@ -495,23 +528,6 @@ def _fix_bare_resume(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``gentool`` and ``python -m gentool``."""
     argv = _fix_bare_resume(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("GENTOOL_DEBUG") == "1"
-    try:
-        if not argv or argv[0] not in CORE_COMMANDS:  # --help or a plugin's verb
-            _ensure_commands(_registry())
-        app(args=argv, prog_name="gentool", standalone_mode=True)
-    except GentoolError as exc:
-        if debug:
-            raise
-        _console(stderr=True).print(f"[red]error:[/] {exc}", markup=True)
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # a bug, in gentool or a plugin: one line unless --debug
-        if debug:
-            raise
-        import traceback
-
-        last = traceback.extract_tb(exc.__traceback__)[-1]
-        _console(stderr=True).print(
-            f"[red]error:[/] {type(exc).__name__}: {exc} (at {last.filename}:{last.lineno}; "
-            "this is a bug: rerun with --debug for the traceback and report it)", markup=True)
-        sys.exit(1)
+    if not argv or argv[0] not in CORE_COMMANDS:  # --help or a plugin's verb
+        _ensure_commands(_registry())
+    app(args=argv, prog_name="gentool")

@@ -1,0 +1,121 @@
+"""The command line, through a real subprocess and through Typer's runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import gentool
+
+runner = CliRunner()
+
+
+def test_help_lists_core_and_plugin_commands(toy_env):
+    proc = gentool("--help", env=toy_env)
+    assert proc.returncode == 0, proc.stderr
+    for verb in ("list", "plugins", "train", "sample", "evaluate", "info", "push", "pull", "toy-hello"):
+        assert verb in proc.stdout
+
+
+def test_version():
+    import gentool as g
+
+    proc = gentool("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"gentool {g.__version__}"
+
+
+def test_plugin_verb_runs(toy_env):
+    proc = gentool("toy-hello", "tester", env=toy_env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "hello tester from toy"
+
+
+def test_list_json_through_installed_entry_point(workdir):
+    """The example VAE plugin is installed (pip install -e examples/gentool-vae): found by its entry point."""
+    env = {k: v for k, v in os.environ.items() if k != "GENTOOL_PLUGINS"}
+    proc = gentool("list", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    models = {m["name"]: m for m in json.loads(proc.stdout)}
+    assert models["vae"]["plugin"] == "vae" and models["vae"]["family"] == "autoencoder"
+
+
+def test_gentool_plugins_env_restricts_loading(toy_env):
+    proc = gentool("list", "--json", env={**toy_env, "GENTOOL_PLUGINS": "toy"})
+    assert [m["name"] for m in json.loads(proc.stdout)] == ["toy"]
+    proc = gentool("list", "--json", env={**toy_env, "GENTOOL_PLUGINS": ""})
+    assert json.loads(proc.stdout) == []
+
+
+def test_unknown_model_suggests_closest(toy_env):
+    proc = gentool("train", "tyo", env=toy_env)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: unknown model 'tyo'; did you mean toy?"
+    assert "Traceback" not in proc.stderr
+
+
+def test_train_help_shows_model_options(toy_env):
+    proc = gentool("train", "toy", "--help", env=toy_env)
+    assert proc.returncode == 0
+    for text in ("--epochs", "--resume", "nan_at_step", "Noise dimension."):
+        assert text in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "widht=3"], "unknown model option 'widht'; did you mean width?"),
+    (["--set", "width=three"], "bad value 'three' for width (int)"),
+    (["--set", "width"], "--set expects key=value"),
+    (["--precision", "fp8"], "unknown precision 'fp8'"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--data", "mnsit"], "did you mean 'mnist'"),
+    (["--data", "/no/such/folder"], "/no/such/folder"),
+])
+def test_bad_options_give_one_line(toy_env, args, message):
+    proc = gentool("train", "toy", *args, env=toy_env)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_sample_without_a_run_says_how_to_get_one(toy_env):
+    proc = gentool("sample", "toy", env=toy_env)
+    assert proc.returncode == 1
+    assert "gentool train toy" in proc.stderr and "gentool pull" in proc.stderr
+
+
+def test_config_file_and_runner(workdir, toy_registry):
+    from gentool.cli import app
+
+    cfg = workdir / "toy.toml"
+    cfg.write_text("[train]\nepochs = 1\nbatch_size = 128\n[model]\nwidth = 3\n")
+    result = runner.invoke(app, ["train", "toy", "--config", str(cfg), "-q", "--name", "fromtoml"])
+    assert result.exit_code == 0, result.output
+    from gentool.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(workdir / "runs/toy/fromtoml/last.safetensors", model="toy")
+    assert ckpt.config["width"] == 3 and ckpt.meta["train"]["batch_size"] == 128 and ckpt.epoch == 1
+    assert ckpt.step == 1438 // 128  # digits train split: 1438 images, full batches only
+    # the flags win over the file
+    result = runner.invoke(app, ["train", "toy", "--config", str(cfg), "--batch-size", "64", "-q"])
+    assert result.exit_code == 0
+    assert load_checkpoint(workdir / "runs/toy/run1/last.safetensors").meta["train"]["batch_size"] == 64
+    bad = workdir / "bad.toml"
+    bad.write_text("[model]\nwidth = 'x'\n")
+    result = runner.invoke(app, ["train", "toy", "--config", str(bad)])
+    assert result.exit_code == 1 and "bad value 'x' for width" in result.output
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list"], ["plugins"], ["train", "--help"]])
+def test_fast_commands_do_not_import_torch(toy_env, argv):
+    code = ("import sys; from gentool.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'numpy', 'safetensors', 'PIL', 'matplotlib') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], env=toy_env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"

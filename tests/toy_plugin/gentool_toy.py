@@ -1,0 +1,103 @@
+"""A test-only gentool plugin: a tiny generator whose steps can be slowed down or made to diverge.
+
+Used by the core's tests for resume after SIGKILL, Ctrl-C, the NaN guard, seeding and plugin
+verbs. It imports no torch at module level, like a real plugin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gentool
+from gentool.api import ModelSpec
+
+
+@dataclass
+class ToyConfig:
+    width: int = field(default=8, metadata={"help": "Noise dimension."})
+    sleep: float = field(default=0.0, metadata={"help": "Seconds to sleep in each step (for signal tests)."})
+    nan_at_step: int = field(default=0, metadata={"help": "Make the loss NaN at this step (0: never)."})
+
+
+def _task(config, data, lr):
+    import time
+
+    import torch
+    from torch import nn
+
+    from gentool.training import Task
+
+    class ToyTask(Task):
+        def __init__(self):
+            self.data = data
+            c, h, w = data.shape
+            self.net = nn.Sequential(nn.Linear(config.width, 32), nn.Tanh(), nn.Linear(32, c * h * w))
+            self.shape = (c, h, w)
+
+        def modules(self):
+            return {"net": self.net}
+
+        def configure_optimizers(self):
+            return {"adam": torch.optim.Adam(self.net.parameters(), lr=lr)}
+
+        def configure_schedulers(self, optimizers):
+            return {"decay": torch.optim.lr_scheduler.StepLR(optimizers["adam"], step_size=10, gamma=0.9)}
+
+        def training_step(self, batch, ctx):
+            x, _ = batch
+            if config.sleep:
+                time.sleep(config.sleep)
+            z = torch.randn(x.shape[0], config.width, device=x.device)
+            fake = torch.sigmoid(self.net(z)).view(-1, *self.shape)
+            # match the batch's mean image and per-pixel spread: learns the data's first two moments
+            loss = (fake.mean(0) - x.mean(0)).pow(2).mean() + (fake.std(0) - x.std(0)).pow(2).mean()
+            if config.nan_at_step and ctx.step_count + 1 >= config.nan_at_step:
+                loss = loss * float("nan")
+            ctx.step(loss, "adam")
+            return {"loss": loss}
+
+        def sample(self, n, generator):
+            z = torch.randn(n, config.width, generator=generator)
+            return torch.sigmoid(self.net(z.to(self.device))).view(-1, *self.shape)
+
+    return ToyTask()
+
+
+@gentool.hookimpl
+def gentool_register_models(register):
+    register(ModelSpec(name="toy", family="test", summary="Test-only tiny generator", config=ToyConfig,
+                       epochs=2, batch_size=64, lr=1e-2))
+
+
+@gentool.hookimpl
+def gentool_train(model, job):
+    if model != "toy":
+        return None
+    return job.fit(_task(job.config, job.data, job.options.lr))
+
+
+@gentool.hookimpl
+def gentool_sample(model, job):
+    if model != "toy":
+        return None
+    from gentool.api import SampleResult
+    from gentool.config import config_from_dict
+    from gentool.data import ImageDataset
+    import torch
+
+    cfg = config_from_dict(ToyConfig, job.checkpoint.config)
+    shape = job.checkpoint.data["shape"]
+    fake = ImageDataset(images=torch.zeros(1, *shape, dtype=torch.uint8), labels=None, class_names=None, name="x")
+    task = _task(cfg, fake, 0.0)
+    job.checkpoint.load_into(task.modules())
+    return SampleResult(images=task.sample(job.n, job.generator))
+
+
+@gentool.hookimpl
+def gentool_register_commands(app):
+    import typer
+
+    @app.command("toy-hello")
+    def hello(name: str = typer.Argument("world")) -> None:
+        """Say hello (a plugin-provided verb)."""
+        typer.echo(f"hello {name} from toy")
