@@ -76,14 +76,14 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
     size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(8)
-        if head[:2] == b"PK" or head[:1] == b"\x80":
-            raise CheckpointError(
-                f"{path} is a pickle or PyTorch zip file, not safetensors: gentool never unpickles files"
-            )
-        if len(head) < 8:
-            raise CheckpointError(f"{path} is not a safetensors file (only {size} bytes)")
-        (n,) = struct.unpack("<Q", head)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else 0
         if n < 2 or n > _MAX_HEADER or 8 + n > size:
+            if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+                raise CheckpointError(
+                    f"{path} is a pickle or PyTorch zip file, not safetensors: gentool never unpickles files"
+                )
+            if len(head) < 8:
+                raise CheckpointError(f"{path} is not a safetensors file (only {size} bytes)")
             raise CheckpointError(f"{path} is not a safetensors file (bad or truncated header)")
         raw = fh.read(n)
     try:
@@ -146,8 +146,11 @@ class Checkpoint:
         return any(k.startswith(TRAIN_PREFIX) for k in self.tensor_shapes) or "train_state" in self.meta
 
     def parameter_counts(self) -> dict[str, int]:
-        """Number of weights per top-level module, from the header alone."""
-        counts: dict[str, int] = {}
+        """Number of trainable parameters per module (recorded at save time; buffers excluded)."""
+        recorded = self.meta.get("parameters")
+        if isinstance(recorded, dict):
+            return {k: int(v) for k, v in recorded.items()}
+        counts: dict[str, int] = {}  # a file without the record: count every stored value
         for name, (shape, _dtype) in self.tensor_shapes.items():
             if name.startswith(TRAIN_PREFIX):
                 continue
@@ -231,10 +234,12 @@ def save_checkpoint(
     import gentool
 
     tensors: dict[str, torch.Tensor] = {}
+    counts = {name: sum(p.numel() for p in module.parameters()) for name, module in modules.items()}
     for name, module in modules.items():
         for key, value in module.state_dict().items():
             tensors[f"{name}.{key}"] = value.detach().to("cpu").contiguous()
-    doc = {"gentool_version": gentool.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **meta}
+    doc = {"gentool_version": gentool.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "parameters": counts, **meta}
     if train_state is not None:
         state_tensors, state_doc = train_state
         for key, value in state_tensors.items():

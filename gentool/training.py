@@ -315,7 +315,8 @@ def _fit(task: Task, job: "TrainJob", world: distributed.World, device: torch.de
     reporter = _Reporter(job, total, step, world.is_main)
     if job.resume is not None:
         reporter.say(f"resuming {spec.name}/{run.name} at step {step} (epoch {start_epoch + 1}, batch {start_batch})")
-    epoch, batch_pos = start_epoch, start_batch
+    epoch = start_epoch
+    position = [start_epoch, start_batch]  # (epoch, batches done in it) of the state in memory
     last_metrics: dict[str, Any] = {}
 
     def save_last(epoch_done: int, batch_done: int) -> Path | None:
@@ -336,6 +337,7 @@ def _fit(task: Task, job: "TrainJob", world: distributed.World, device: torch.de
         return save_checkpoint(run.last, modules, meta, train_state=(tensors, doc))
 
     samples_seen, t0, step0 = 0, time.perf_counter(), step
+    stop = _GracefulStop(reporter)
     try:
         for epoch in range(start_epoch, opts.epochs):
             ctx.epoch = epoch
@@ -356,7 +358,7 @@ def _fit(task: Task, job: "TrainJob", world: distributed.World, device: torch.de
                     if not math.isfinite(v):
                         raise NonFiniteLoss(k, v)
                 step += 1
-                batch_pos = b_idx + 1
+                position[:] = [epoch, b_idx + 1]
                 ctx.step_count = step
                 if task.scheduler_interval == "step":
                     for s in schedulers.values():
@@ -378,7 +380,9 @@ def _fit(task: Task, job: "TrainJob", world: distributed.World, device: torch.de
                     run.log(record)
                 reporter.update(step, epoch, losses, rate, eta, log_now)
                 if opts.save_every and step % opts.save_every == 0:
-                    save_last(epoch, batch_pos)
+                    save_last(*position)
+                if stop.requested:
+                    raise KeyboardInterrupt
             # end of epoch
             if task.scheduler_interval == "epoch":
                 for s in schedulers.values():
@@ -399,7 +403,7 @@ def _fit(task: Task, job: "TrainJob", world: distributed.World, device: torch.de
             )
             if improved:
                 best_value = monitor_value
-            batch_pos = 0
+            position[:] = [epoch + 1, 0]
             if world.is_main:
                 run.log({"type": "epoch", "epoch": epoch + 1, "step": step, **last_metrics,
                          "epoch_time": round(time.perf_counter() - t_epoch, 3)})
@@ -414,9 +418,11 @@ def _fit(task: Task, job: "TrainJob", world: distributed.World, device: torch.de
                 summary = " ".join(f"{k} {v:.4g}" for k, v in last_metrics.items() if isinstance(v, (int, float)))
                 reporter.say(f"epoch {epoch + 1}/{opts.epochs} {summary}" + ("  (best)" if improved else ""))
             distributed.barrier(world)
+            if stop.requested and epoch + 1 < opts.epochs:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         reporter.close()
-        saved = save_last(epoch, batch_pos)
+        saved = save_last(*position)
         where = f"; saved {saved}" if saved else ""
         raise TrainingInterrupted(
             f"interrupted at step {step}{where}; continue with: gentool train {spec.name} --resume {run.name}"
@@ -429,9 +435,37 @@ def _fit(task: Task, job: "TrainJob", world: distributed.World, device: torch.de
             "Try a lower --lr or --precision fp32"
         ) from None
     finally:
+        stop.restore()
         reporter.close()
     return TrainResult(run.dir, step, opts.epochs, last_metrics, run.last if run.last.exists() else None,
                        run.best if run.best.exists() else None)
+
+
+class _GracefulStop:
+    """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once."""
+
+    def __init__(self, reporter: _Reporter):
+        import signal
+        import threading
+
+        self.requested = False
+        self.previous = None
+        self.reporter = reporter
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.reporter.say("stopping after this step (Ctrl-C again to stop at once)")
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
 
 
 def task_monitor_name(task: Task, means: Mapping[str, float]) -> str | None:

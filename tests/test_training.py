@@ -1,0 +1,163 @@
+"""The training harness: seeding, resume after SIGKILL, Ctrl-C, the NaN guard, data-parallel runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import gentool
+from gentool.checkpoint import load_checkpoint
+
+STEPS_PER_EPOCH = 1438 // 64  # digits train split, batch 64, full batches
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    ckpt = load_checkpoint(path)
+    return {k: v for k, v in ckpt.tensors().items() if not k.startswith("__train__/")}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _start(env: dict, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gentool", "train", "toy", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(path: Path, proc: subprocess.Popen, at_least: int, timeout: float = 120) -> int:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, f"training ended early: {proc.communicate()}"
+        if path.exists():
+            step = load_checkpoint(path).step  # never a torn file: writes are atomic
+            if step >= at_least:
+                return step
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint in time")
+
+
+def test_same_seed_same_run_and_same_samples(toy_env, workdir):
+    for name in ("a", "b"):
+        gentool("train", "toy", "--epochs", "1", "--seed", "3", "--name", name, "-q", env=toy_env, check=True)
+    gentool("train", "toy", "--epochs", "1", "--seed", "4", "--name", "c", "-q", env=toy_env, check=True)
+    runs = workdir / "runs" / "toy"
+    assert _same(_weights(runs / "a/last.safetensors"), _weights(runs / "b/last.safetensors"))
+    assert not _same(_weights(runs / "a/last.safetensors"), _weights(runs / "c/last.safetensors"))
+    for out in ("s1", "s2"):
+        gentool("sample", "toy", "-c", "a", "-n", "6", "--seed", "9", "--out", out, env=toy_env, check=True)
+    assert sorted(p.name for p in (workdir / "s1").iterdir())[:2] == ["000000.png", "000001.png"]
+    assert (workdir / "s1/grid.png").read_bytes() == (workdir / "s2/grid.png").read_bytes()
+    gentool("sample", "toy", "-c", "a", "-n", "6", "--seed", "10", "--out", "s3", env=toy_env, check=True)
+    assert (workdir / "s1/grid.png").read_bytes() != (workdir / "s3/grid.png").read_bytes()
+
+
+def test_run_folder_has_config_metrics_checkpoints_samples_and_plot(toy_env, workdir):
+    gentool("train", "toy", "--epochs", "2", "-q", env=toy_env, check=True)
+    run = workdir / "runs" / "toy" / "run1"
+    for f in ("config.toml", "metrics.jsonl", "last.safetensors", "best.safetensors", "loss.png",
+              "samples/epoch_001.png", "samples/epoch_002.png"):
+        assert (run / f).exists(), f
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert epochs[1]["train_loss"] < epochs[0]["train_loss"]  # the toy model learns
+    ckpt = load_checkpoint(run / "last.safetensors", model="toy")
+    assert (ckpt.step, ckpt.epoch, ckpt.data["shape"]) == (2 * STEPS_PER_EPOCH, 2, [1, 8, 8])
+    assert "model = \"toy\"" in (run / "config.toml").read_text()
+
+
+def test_resume_after_sigkill_mid_epoch_continues_exactly(toy_env, workdir):
+    args = ["--epochs", "3", "--set", "sleep=0.03", "--save-every", "4", "-q"]
+    proc = _start(toy_env, *args, "--name", "killed")
+    last = workdir / "runs/toy/killed/last.safetensors"
+    step = _wait_for_step(last, proc, STEPS_PER_EPOCH + 6)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = load_checkpoint(last, model="toy")  # intact after the kill
+    assert ckpt.has_train_state and ckpt.step >= step
+    assert ckpt.step % STEPS_PER_EPOCH != 0  # a mid-epoch checkpoint
+    saved_step = ckpt.step
+
+    res = gentool("train", "toy", "--resume", "-q", env=toy_env)  # bare --resume: the newest run
+    assert res.returncode == 0, res.stderr
+    final = load_checkpoint(last)
+    assert (final.step, final.epoch) == (3 * STEPS_PER_EPOCH, 3)
+    records = [json.loads(x) for x in (last.parent / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in records) == 3 * STEPS_PER_EPOCH and saved_step < 3 * STEPS_PER_EPOCH
+
+    gentool("train", "toy", "--epochs", "3", "--set", "sleep=0.0", "--name", "straight", "-q", env=toy_env, check=True)
+    # same data order, RNG and optimizer state: the resumed run ends where an uninterrupted one does
+    assert _same(_weights(last), _weights(workdir / "runs/toy/straight/last.safetensors"))
+
+
+def test_ctrl_c_saves_and_exits_130(toy_env, workdir):
+    proc = _start(toy_env, "--epochs", "3", "--set", "sleep=0.03", "--name", "stopped")
+    last = workdir / "runs/toy/stopped/last.safetensors"
+    _wait_for_step(last, proc, 1)  # first epoch done, training is under way
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "--resume stopped" in err
+    ckpt = load_checkpoint(last)
+    assert STEPS_PER_EPOCH < ckpt.step < 3 * STEPS_PER_EPOCH
+    res = gentool("train", "toy", "--resume", "stopped", "-q", env=toy_env)
+    assert res.returncode == 0, res.stderr
+    gentool("train", "toy", "--epochs", "3", "--name", "straight", "-q", env=toy_env, check=True)
+    assert _same(_weights(last), _weights(workdir / "runs/toy/straight/last.safetensors"))
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(toy_env, workdir):
+    bad = STEPS_PER_EPOCH + 8
+    res = gentool("train", "toy", "--epochs", "3", "--set", f"nan_at_step={bad}", "--name", "nan", env=toy_env)
+    assert res.returncode == 3
+    assert f"training diverged at step {bad} (epoch 2)" in res.stderr
+    assert "last good checkpoint" in res.stderr and "Traceback" not in res.stderr
+    ckpt = load_checkpoint(workdir / "runs/toy/nan/last.safetensors")
+    assert ckpt.step == STEPS_PER_EPOCH  # the epoch-1 checkpoint, not overwritten
+    assert all(torch.isfinite(v).all() for v in _weights(ckpt.path).values())
+
+
+def test_resume_refuses_changed_model_options_and_finished_runs(toy_env, workdir):
+    gentool("train", "toy", "--epochs", "1", "-q", env=toy_env, check=True)
+    res = gentool("train", "toy", "--resume", "run1", "--set", "width=2", env=toy_env)
+    assert res.returncode == 1 and "cannot change when resuming" in res.stderr
+    res = gentool("train", "toy", "--resume", "run1", env=toy_env)
+    assert res.returncode == 1 and "already trained 1 epochs" in res.stderr
+    res = gentool("train", "toy", "--resume", "nope", env=toy_env)
+    assert res.returncode == 1 and "no run 'nope'" in res.stderr
+    res = gentool("train", "toy", "--resume", "run1", "--epochs", "2", "-q", env=toy_env)
+    assert res.returncode == 0 and load_checkpoint(workdir / "runs/toy/run1/last.safetensors").epoch == 2
+
+
+def test_two_process_data_parallel_training_keeps_weights_equal(tmp_path):
+    worker = Path(__file__).resolve().parent / "ddp_worker.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(worker), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    w0, w1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
+    i0, i1 = load_file(str(tmp_path / "init0.safetensors")), load_file(str(tmp_path / "init1.safetensors"))
+    assert not _same(i0, i1)  # the processes started from different random weights...
+    assert _same(w0, w1)  # ...yet end equal: rank 0's weights were broadcast and gradients averaged
+    assert not _same(w0, i0)
+    steps = (1438 // 2) // 32  # each process sees half the data per epoch
+    assert (tmp_path / "steps0.txt").read_text() == (tmp_path / "steps1.txt").read_text() == str(2 * steps)
+    run = tmp_path / "runs/toy/ddp"
+    ckpt = load_checkpoint(run / "last.safetensors")
+    assert ckpt.meta["train"]["world_size"] == 2 and _same(_weights(ckpt.path), {f"net.{k}": v for k, v in w0.items()})
+    step_lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"step"' in x]
+    logged = [r["step"] for r in step_lines if r["type"] == "step"]
+    assert len(logged) == len(set(logged))  # rank 0 alone writes
