@@ -501,7 +501,11 @@ def pull(repo_id: str = typer.Argument(..., help="Hub repository, owner/name."))
     from gentool.hub import pull as do_pull
 
     path = do_pull(repo_id)
-    _console().print(f"{path}\nsample with: gentool sample MODEL --checkpoint hf://{repo_id}")
+    repo = repo_id.removeprefix("hf://")
+    from gentool.checkpoint import load_checkpoint
+
+    model = load_checkpoint(path).model
+    _console().print(f"{path}\nsample with: gentool sample {model} --checkpoint hf://{repo}")
 
 
 # -- entry point ----------------------------------------------------------------------------
