@@ -114,7 +114,12 @@ class SampleResult:
 
 @dataclass
 class EvaluateJob:
-    """What ``gentool_evaluate`` receives: a checkpoint and held-out data to score it on."""
+    """What ``gentool_evaluate`` receives: a checkpoint and held-out data to score it on.
+
+    ``features`` names the feature extractor for sample-quality metrics (``None``: gentool's
+    offline default; ``inception`` or ``inception:/path/weights.safetensors``); pass it to
+    :func:`gentool.metrics.get_extractor`.
+    """
 
     spec: ModelSpec
     checkpoint: "Checkpoint"
@@ -122,4 +127,5 @@ class EvaluateJob:
     device: "torch.device"
     seed: int
     n: int = 2000
+    features: str | None = None
     options: dict[str, str] = field(default_factory=dict)

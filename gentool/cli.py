@@ -395,6 +395,7 @@ def evaluate(
     n: int = typer.Option(2000, "-n", "--num", min=1, help="Number of generated samples for sample-based metrics."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
+    features: Optional[str] = typer.Option(None, "--features", help="Feature extractor: gentool-cnn (default, offline) or inception[:weights.safetensors]."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Model-specific evaluation option key=value."),
 ) -> None:
@@ -417,7 +418,7 @@ def evaluate(
     seed_everything(seed)
     dataset = _load_data(data_ref, spec.modality, split, image_size, reg)
     job = EvaluateJob(spec=spec, checkpoint=ckpt, data=dataset, device=pick_device(device), seed=seed, n=n,
-                      options=parse_set_options(set_))
+                      features=features, options=parse_set_options(set_))
     metrics = reg.call("gentool_evaluate", spec, job=job)
     doc = {"model": model, "checkpoint": str(path), "data": data_ref, "split": split, "step": ckpt.step,
            "metrics": metrics}
