@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 if TYPE_CHECKING:
     import torch
@@ -129,3 +129,11 @@ class EvaluateJob:
     n: int = 2000
     features: str | None = None
     options: dict[str, str] = field(default_factory=dict)
+    data_loader: "Callable[[str], ImageDataset | TextDataset] | None" = None
+
+    def split(self, name: str) -> "ImageDataset | TextDataset":
+        """Another split of the evaluation data (e.g. ``"train"`` to fit a feature extractor or
+        a classifier on), loaded on demand with the same size and options."""
+        if self.data_loader is None:
+            raise RuntimeError("this EvaluateJob has no data loader")
+        return self.data_loader(name)

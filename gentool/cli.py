@@ -418,10 +418,15 @@ def evaluate(
     seed_everything(seed)
     dataset = _load_data(data_ref, spec.modality, split, image_size, reg)
     job = EvaluateJob(spec=spec, checkpoint=ckpt, data=dataset, device=pick_device(device), seed=seed, n=n,
-                      features=features, options=parse_set_options(set_))
+                      features=features, options=parse_set_options(set_),
+                      data_loader=lambda s: _load_data(data_ref, spec.modality, s, image_size, reg))
     metrics = reg.call("gentool_evaluate", spec, job=job)
     doc = {"model": model, "checkpoint": str(path), "data": data_ref, "split": split, "step": ckpt.step,
            "metrics": metrics}
+    if (path.parent / "config.toml").exists():  # a run folder: keep the result beside the checkpoint
+        from gentool.checkpoint import write_atomic
+
+        write_atomic(path.parent / "eval.json", json.dumps(doc, indent=2).encode())
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return

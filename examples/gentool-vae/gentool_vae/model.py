@@ -114,6 +114,6 @@ def evaluate(job: Any) -> dict[str, Any]:
     metrics: dict[str, Any] = {"neg_elbo_nats": totals["loss"] / len(x), "recon_nats": totals["recon"] / len(x),
                                "kl_nats": totals["kl"] / len(x)}
     fake = vae.sample(min(job.n, 10_000), torch.Generator().manual_seed(job.seed))
-    extractor = get_extractor(job.features, data, device=str(job.device))
+    extractor = get_extractor(job.features, job.split("train"), device=str(job.device))
     metrics.update(compute_image_metrics(data.as_float(), fake.cpu(), extractor))
     return metrics
