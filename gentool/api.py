@@ -88,7 +88,14 @@ class TrainJob:
 
 @dataclass
 class SampleJob:
-    """What ``gentool_sample`` receives."""
+    """What ``gentool_sample`` receives.
+
+    ``options`` holds the model-specific flags the user gave (``gentool sample cgan --label 3
+    --interpolate`` gives ``{"label": "3", "interpolate": "true"}``; ``--set k=v`` too): refuse
+    unknown ones with a :class:`gentool.errors.ConfigError`. ``out`` is the folder the core
+    writes the samples to; a plugin may add files of its own there (an animation, say) and list
+    them in :attr:`SampleResult.files`.
+    """
 
     spec: ModelSpec
     checkpoint: "Checkpoint"
@@ -97,6 +104,7 @@ class SampleJob:
     generator: "torch.Generator"
     seed: int
     options: dict[str, str] = field(default_factory=dict)
+    out: Path = Path("samples")
 
 
 @dataclass
@@ -104,12 +112,14 @@ class SampleResult:
     """What ``gentool_sample`` returns: images in ``[0, 1]`` (with optional labels) or texts.
 
     ``nrow`` sets the grid's row length (e.g. one row per class); ``None`` lets the core choose.
+    ``files`` lists extra files the plugin wrote into ``SampleJob.out`` (reported to the user).
     """
 
     images: "torch.Tensor | None" = None
     labels: "torch.Tensor | None" = None
     texts: list[str] | None = None
     nrow: int | None = None
+    files: list[Path] = field(default_factory=list)
 
 
 @dataclass

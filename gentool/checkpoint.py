@@ -142,6 +142,11 @@ class Checkpoint:
         return self.meta.get("metrics", {})
 
     @property
+    def extra(self) -> dict[str, Any]:
+        """What the task's ``checkpoint_meta()`` stored (e.g. a tokenizer's vocabulary)."""
+        return self.meta.get("extra") or {}
+
+    @property
     def has_train_state(self) -> bool:
         return any(k.startswith(TRAIN_PREFIX) for k in self.tensor_shapes) or "train_state" in self.meta
 

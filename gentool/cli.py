@@ -320,24 +320,27 @@ def _load_data(ref: str, modality: str, split: str, image_size: int | None, reg:
 
 
 # -- sample ---------------------------------------------------------------------------------
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def sample(
+    ctx: typer.Context,
     model: str = typer.Argument(..., help="Model to sample from."),
     n: int = typer.Option(16, "-n", "--num", min=1, help="Number of samples."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file, run name or folder, or hf://owner/repo (default: newest run)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same samples)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default samples/MODEL)."),
+    as_dataset: bool = typer.Option(False, "--as-dataset", help="Write an image folder with one subfolder per class (loadable with --data)."),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Model-specific sampling option key=value."),
 ) -> None:
-    """Draw samples: single images and a grid (or text for text models)."""
+    """Draw samples: single images and a grid (or text). Model-specific flags (--label 3, ...) pass through."""
     from gentool.api import SampleJob
     from gentool.checkpoint import load_checkpoint
-    from gentool.config import parse_set_options
+    from gentool.config import parse_extra_args, parse_set_options
     from gentool.runs import resolve_checkpoint
 
     reg = _registry()
     spec = reg.model(model)
+    options = {**parse_extra_args(ctx.args), **parse_set_options(set_)}
     path = resolve_checkpoint(model, checkpoint)
     ckpt = load_checkpoint(path, model=model)
 
@@ -348,28 +351,43 @@ def sample(
 
     dev = pick_device(device)
     seed_everything(seed)
+    out = out or Path("samples") / model
     generator = torch.Generator(device="cpu").manual_seed(seed)
     job = SampleJob(spec=spec, checkpoint=ckpt, n=n, device=dev, generator=generator, seed=seed,
-                    options=parse_set_options(set_))
+                    options=options, out=out)
     with torch.no_grad():
         result = reg.call("gentool_sample", spec, job=job)
-    out = out or Path("samples") / model
-    written = write_samples(result, out, ckpt.data.get("class_names"))
+    written = write_samples(result, out, ckpt.data.get("class_names"), as_dataset=as_dataset)
     _console().print(f"wrote {written} from {path}")
+    for f in result.files:
+        _console().print(f"wrote {f}")
 
 
-def write_samples(result: Any, out: Path, class_names: list[str] | None = None) -> str:
-    """Write a SampleResult: single files plus ``grid.png`` or ``samples.txt``; say what."""
+def write_samples(result: Any, out: Path, class_names: list[str] | None = None, *, as_dataset: bool = False) -> str:
+    """Write a SampleResult: single files plus ``grid.png`` or ``samples.txt``; say what.
+
+    ``as_dataset`` writes ``out/<class>/<n>.png`` instead (no grid), an image folder that
+    ``--data out`` and any ImageFolder reader load back with the labels.
+    """
     out.mkdir(parents=True, exist_ok=True)
     if result.images is not None:
         from gentool.images import save_grid, save_images
 
         imgs = result.images.float().cpu()
-        names = None
-        if result.labels is not None:
-            labels = [int(x) for x in result.labels.tolist()]
-            names = [f"{i:06d}_{_safe(class_names[y] if class_names and y < len(class_names) else str(y))}.png"
-                     for i, y in enumerate(labels)]
+        labels = [int(x) for x in result.labels.tolist()] if result.labels is not None else None
+
+        def label_name(y: int) -> str:
+            return _safe(class_names[y] if class_names and y < len(class_names) else str(y))
+
+        if as_dataset:
+            if labels is None:
+                save_images(imgs, out / "images")
+                return f"{imgs.shape[0]} unlabelled images to {out / 'images'}"
+            for y in sorted(set(labels)):
+                idx = [i for i, lab in enumerate(labels) if lab == y]
+                save_images(imgs[idx], out / label_name(y), [f"{i:06d}.png" for i in idx])
+            return f"{imgs.shape[0]} images in {len(set(labels))} class folders under {out}"
+        names = [f"{i:06d}_{label_name(y)}.png" for i, y in enumerate(labels)] if labels is not None else None
         save_images(imgs, out, names)
         save_grid(imgs, out / "grid.png", result.nrow)
         return f"{imgs.shape[0]} images and grid.png to {out}"
@@ -386,8 +404,9 @@ def _safe(text: str) -> str:
 
 
 # -- evaluate -------------------------------------------------------------------------------
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def evaluate(
+    ctx: typer.Context,
     model: str = typer.Argument(..., help="Model to evaluate."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file, run, folder or hf://owner/repo."),
     data: Optional[str] = typer.Option(None, "--data", help="Data to evaluate on (default: what the model was trained on)."),
@@ -399,10 +418,10 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Model-specific evaluation option key=value."),
 ) -> None:
-    """Score a checkpoint on held-out data: a metrics table or JSON."""
+    """Score a checkpoint on held-out data: a metrics table or JSON. Model-specific flags pass through."""
     from gentool.api import EvaluateJob
     from gentool.checkpoint import load_checkpoint
-    from gentool.config import parse_set_options
+    from gentool.config import parse_extra_args, parse_set_options
     from gentool.runs import resolve_checkpoint
 
     reg = _registry()
@@ -418,7 +437,7 @@ def evaluate(
     seed_everything(seed)
     dataset = _load_data(data_ref, spec.modality, split, image_size, reg)
     job = EvaluateJob(spec=spec, checkpoint=ckpt, data=dataset, device=pick_device(device), seed=seed, n=n,
-                      features=features, options=parse_set_options(set_),
+                      features=features, options={**parse_extra_args(ctx.args), **parse_set_options(set_)},
                       data_loader=lambda s: _load_data(data_ref, spec.modality, s, image_size, reg))
     metrics = reg.call("gentool_evaluate", spec, job=job)
     doc = {"model": model, "checkpoint": str(path), "data": data_ref, "split": split, "step": ckpt.step,

@@ -132,6 +132,28 @@ def parse_set_options(pairs: list[str] | None) -> dict[str, str]:
     return out
 
 
+def parse_extra_args(args: list[str] | None) -> dict[str, str]:
+    """Model-specific flags passed through the core's commands: ``--label 3``, ``--label=3``,
+    ``--interpolate`` (a bare flag means ``"true"``). Keys use underscores."""
+    out: dict[str, str] = {}
+    items = list(args or [])
+    i = 0
+    while i < len(items):
+        arg = items[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ConfigError(f"unexpected argument {arg!r}: model-specific options look like --name value")
+        key, sep, value = arg[2:].partition("=")
+        if not sep:
+            if i + 1 < len(items) and not items[i + 1].startswith("--"):
+                value = items[i + 1]
+                i += 1
+            else:
+                value = "true"
+        out[key.replace("-", "_")] = value
+        i += 1
+    return out
+
+
 def unknown_key_error(key: str, known: list[str], where: str) -> ConfigError:
     """A ConfigError for an unknown option, with the closest known names."""
     close = difflib.get_close_matches(key, known, n=3)

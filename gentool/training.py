@@ -116,6 +116,11 @@ class Task:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned."""
 
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """JSON-able facts to store in every checkpoint's header under ``extra`` (a tokenizer's
+        vocabulary, say), so that sampling can rebuild everything from the file alone."""
+        return {}
+
     # -- data ------------------------------------------------------------------------------
     def steps_per_epoch(self, batch_size: int, world_size: int) -> int:
         """Number of batches per epoch and process for the default :meth:`batches`."""
@@ -307,7 +312,7 @@ def _fit(task: Task, job: "TrainJob", world: distributed.World, device: torch.de
         "model": spec.name, "plugin": spec.plugin, "plugin_version": spec.plugin_version,
         "family": spec.family, "modality": spec.modality, "config": config_to_dict(job.config),
         "train": {**vars(opts), "precision": precision, "device": device.type, "world_size": world.size},
-        "data": job.data.info(), "run": run.name,
+        "data": job.data.info(), "run": run.name, "extra": task.checkpoint_meta(),
     }
     if world.is_main:
         run.write_config({"model": spec.name, "plugin": spec.plugin, "train": meta_base["train"],

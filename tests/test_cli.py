@@ -119,3 +119,21 @@ def test_fast_commands_do_not_import_torch(toy_env, argv):
     proc = subprocess.run([sys.executable, "-c", code, *argv], env=toy_env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_sample_passes_model_flags_and_exports_a_loadable_dataset(workdir, toy_registry):
+    from gentool.cli import app
+    from gentool.data import load_dataset
+
+    assert runner.invoke(app, ["train", "toy", "--epochs", "1", "-q"]).exit_code == 0
+    res = runner.invoke(app, ["sample", "toy", "-n", "20", "--label", "all", "--as-dataset", "--out", "ds"])
+    assert res.exit_code == 0, res.output
+    back = load_dataset(str(workdir / "ds"))
+    assert back.class_names == [str(i) for i in range(10)] and len(back) == 20
+    assert sorted(back.labels.tolist()) == sorted(i % 10 for i in range(20))
+    res = runner.invoke(app, ["sample", "toy", "-n", "3", "--label=7", "--out", "seven"])
+    assert res.exit_code == 0 and sorted(p.name for p in (workdir / "seven").glob("0*.png"))[0] == "000000_7.png"
+    res = runner.invoke(app, ["sample", "toy", "--colour", "red"])
+    assert res.exit_code == 1 and "does not know the sampling option(s) colour" in res.output
+    res = runner.invoke(app, ["sample", "toy", "stray"])
+    assert res.exit_code == 1 and "unexpected argument 'stray'" in res.output

@@ -85,12 +85,22 @@ def gentool_sample(model, job):
     from gentool.data import ImageDataset
     import torch
 
+    from gentool.errors import ConfigError
+
+    unknown = set(job.options) - {"label"}
+    if unknown:
+        raise ConfigError(f"toy does not know the sampling option(s) {', '.join(sorted(unknown))}")
     cfg = config_from_dict(ToyConfig, job.checkpoint.config)
     shape = job.checkpoint.data["shape"]
     fake = ImageDataset(images=torch.zeros(1, *shape, dtype=torch.uint8), labels=None, class_names=None, name="x")
     task = _task(cfg, fake, 0.0)
     job.checkpoint.load_into(task.modules())
-    return SampleResult(images=task.sample(job.n, job.generator))
+    labels = None
+    if "label" in job.options:  # not a conditional model: labels are only tagged on, to test the core's writers
+        n_classes = len(job.checkpoint.data.get("class_names") or [0])
+        raw = job.options["label"]
+        labels = torch.arange(job.n) % n_classes if raw == "all" else torch.full((job.n,), int(raw))
+    return SampleResult(images=task.sample(job.n, job.generator), labels=labels)
 
 
 @gentool.hookimpl
