@@ -59,7 +59,7 @@ class TrainOptions:
     seed: int = 0
     image_size: int | None = None
     save_every: int = 0
-    log_every: int = 50
+    log_every: int = 0
     sample_count: int = 64
 
 

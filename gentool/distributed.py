@@ -49,6 +49,10 @@ def init(world: World, device: "torch.device") -> None:
         return
     import torch.distributed as dist
 
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.set_device(device)  # NCCL collectives then use this process's own GPU
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
@@ -72,14 +76,46 @@ def broadcast_parameters(modules: Iterable["torch.nn.Module"], world: World) -> 
             dist.broadcast(t.data, src=0)
 
 
+def broadcast_buffers(modules: Iterable["torch.nn.Module"], world: World) -> None:
+    """Give every process rank 0's buffers (batch-norm statistics), as DDP does."""
+    if not world.distributed:
+        return
+    import torch.distributed as dist
+
+    for module in modules:
+        for t in module.buffers():
+            dist.broadcast(t.data, src=0)
+
+
+def any_flag(flag: bool, world: World) -> bool:
+    """True on every process if ``flag`` is true on any (a NaN, a Ctrl-C): all stop together."""
+    if not world.distributed:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    backend_cuda = dist.get_backend() == "nccl"
+    t = torch.tensor([1.0 if flag else 0.0], device="cuda" if backend_cuda else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def average_gradients(params: Iterable["torch.nn.Parameter"], world: World) -> None:
-    """All-reduce and average the gradients of ``params`` (flattened into one buffer)."""
+    """All-reduce and average the gradients of ``params`` (flattened into one buffer).
+
+    A parameter without a gradient on this process gets zeros, so every process reduces a
+    buffer of the same layout.
+    """
     if not world.distributed:
         return
     import torch
     import torch.distributed as dist
 
-    grads = [p.grad for p in params if p.grad is not None]
+    params = [p for p in params if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])

@@ -12,6 +12,7 @@ data-parallel training under ``torchrun`` (rank 0 alone writes).
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -74,10 +75,13 @@ class Task:
     monitor: str | None = None
     #: ``"min"`` or ``"max"``: which direction of :attr:`monitor` is better.
     monitor_mode: str = "min"
-    #: Step schedulers after every optimizer step (``"step"``) or once per epoch (``"epoch"``).
+    #: Step schedulers after every training step (``"step"``) or once per epoch (``"epoch"``).
     scheduler_interval: str = "step"
     #: Gradient clipping (max global norm) applied by :meth:`StepContext.step`; None for none.
     grad_clip: float | None = None
+    #: Run :meth:`training_step` under autocast when ``--precision`` asks for it. Set False for
+    #: hand-written updates that must stay in float32 (Gibbs sampling, say).
+    autocast: bool = True
     #: Set by the harness before training: the device the modules live on.
     device: torch.device = torch.device("cpu")
 
@@ -97,16 +101,24 @@ class Task:
         """One step: compute losses, call ``ctx.step(loss, "optimizer name")``, return losses.
 
         The returned mapping (name -> float or 0-d tensor) is what the progress bar, the log and
-        the NaN guard see. Runs under autocast when a reduced precision is asked for.
+        the NaN guard see. Runs under autocast when a reduced precision is asked for (and
+        :attr:`autocast` is true). Draw noise with the global torch RNG (``torch.randn``): the
+        harness seeds it per process and restores it on resume.
         """
         raise NotImplementedError
 
     def sample(self, n: int, generator: torch.Generator) -> "torch.Tensor | list[str] | None":
-        """Samples for the per-epoch grid: images ``[n, C, H, W]`` in ``[0, 1]`` or texts."""
+        """Samples for the per-epoch grid: images ``[n, C, H, W]`` in ``[0, 1]`` or texts.
+
+        ``generator`` is a CPU generator: draw noise on the CPU, then move it to the device.
+        """
         return None
 
     def validate(self) -> dict[str, float]:
-        """Metrics computed after each epoch (e.g. held-out loss); logged and monitorable."""
+        """Metrics computed after each epoch (e.g. held-out loss); logged and monitorable.
+
+        Called on the main process only, under ``torch.no_grad`` with modules in eval mode.
+        """
         return {}
 
     def extra_state(self) -> dict[str, Any]:
@@ -114,7 +126,7 @@ class Task:
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`extra_state` returned."""
+        """Restore what :meth:`extra_state` returned (tensors arrive on :attr:`device`)."""
 
     def checkpoint_meta(self) -> dict[str, Any]:
         """JSON-able facts to store in every checkpoint's header under ``extra`` (a tokenizer's
@@ -130,23 +142,36 @@ class Task:
         return max(1, per_rank // batch_size) if per_rank >= batch_size else 1
 
     def batches(self, epoch: int, batch_size: int, rank: int, world_size: int, seed: int) -> Iterator[Any]:
-        """The batches of one epoch for this process, in an order fixed by ``(seed, epoch)``."""
+        """The batches of one epoch for this process, in an order fixed by ``(seed, epoch)``.
+
+        On resume the harness skips the batches already trained by drawing them from this
+        iterator, then restores the RNG state, so randomness used here stays exact too.
+        """
         data = self.data
         assert data is not None
-        images = data.images.to(self.device) if self.device.type == "cuda" else data.images
-        labels = data.labels
-        if labels is not None and self.device.type == "cuda":
-            labels = labels.to(self.device)
+        images, labels = self._data_on_device()
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = torch.randperm(len(data), generator=g)[rank::world_size]
         steps = self.steps_per_epoch(batch_size, world_size)
         for i in range(steps):
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            if self.device.type == "cuda":
-                idx = idx.to(self.device)
+            idx = order[i * batch_size : (i + 1) * batch_size].to(images.device)
             x = images[idx].to(self.device, non_blocking=True).float().div_(255)
             y = labels[idx].to(self.device, non_blocking=True) if labels is not None else None
             yield x, y
+
+    def _data_on_device(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The uint8 images (and labels), kept on the GPU once moved there; on the CPU as they are."""
+        data = self.data
+        assert data is not None
+        cached = getattr(self, "_device_data", None)
+        if cached is not None and cached[0] == self.device:
+            return cached[1], cached[2]
+        images, labels = data.images, data.labels
+        if self.device.type == "cuda":
+            images = images.to(self.device)
+            labels = labels.to(self.device) if labels is not None else None
+        self._device_data = (self.device, images, labels)
+        return images, labels
 
     # -- helpers ---------------------------------------------------------------------------
     def to(self, device: torch.device) -> None:
@@ -158,7 +183,13 @@ class Task:
 
 @dataclass
 class StepContext:
-    """What a training step gets from the harness."""
+    """What a training step gets from the harness.
+
+    ``step(loss, name)`` covers the usual case. For gradient accumulation call ``backward`` on
+    each micro-batch's loss, then ``optimizer_step(name)``; for updates computed by hand
+    (Boltzmann machines) call ``apply_gradients(name, {param: grad})``, which keeps the
+    optimizer's momentum and weight decay and averages across processes.
+    """
 
     device: torch.device
     precision: str
@@ -170,19 +201,25 @@ class StepContext:
     epoch: int = 0
 
     def step(self, loss: torch.Tensor, optimizer: str, *, retain_graph: bool = False) -> None:
-        """Backward ``loss`` and step the named optimizer (zero grad, scaling, gradient
-        averaging across processes, clipping). A non-finite loss stops training before any
-        weight changes."""
+        """Zero the named optimizer's gradients, backward ``loss``, and step it.
+
+        A non-finite loss (on any process) stops training before any weight changes.
+        """
+        self._optimizer(optimizer).zero_grad(set_to_none=True)
+        self.backward(loss, retain_graph=retain_graph, name=f"loss for optimizer {optimizer!r}")
+        self.optimizer_step(optimizer)
+
+    def backward(self, loss: torch.Tensor, *, retain_graph: bool = False, name: str = "loss") -> None:
+        """Check ``loss`` is finite everywhere, then backpropagate it (scaled under fp16)."""
         value = float(loss.detach())
-        if not math.isfinite(value):
-            raise NonFiniteLoss(f"loss for optimizer {optimizer!r}", value)
-        try:
-            opt = self.optimizers[optimizer]
-        except KeyError:
-            raise GentoolError(f"training step asked for unknown optimizer {optimizer!r}") from None
-        opt.zero_grad(set_to_none=True)
+        if distributed.any_flag(not math.isfinite(value), self.world) or not math.isfinite(value):
+            raise NonFiniteLoss(name, value)
         with torch.autocast(device_type=self.device.type, enabled=False):
             (self.scaler.scale(loss) if self.scaler else loss).backward(retain_graph=retain_graph)
+
+    def optimizer_step(self, optimizer: str) -> None:
+        """Average gradients across processes, clip, step the optimizer, zero its gradients."""
+        opt = self._optimizer(optimizer)
         params = [p for group in opt.param_groups for p in group["params"]]
         distributed.average_gradients(params, self.world)
         if self.grad_clip:
@@ -191,13 +228,37 @@ class StepContext:
             torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
         if self.scaler:
             self.scaler.step(opt)
-            self.scaler.update()
         else:
             opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def apply_gradients(self, optimizer: str, grads: Mapping[torch.nn.Parameter, torch.Tensor]) -> None:
+        """Step the named optimizer with gradients computed by hand (no autograd).
+
+        Give the gradient of the quantity to *minimise* (for a Boltzmann machine: negative
+        phase minus positive phase statistics).
+        """
+        bad = any(not torch.isfinite(g).all() for g in grads.values())
+        if distributed.any_flag(bad, self.world) or bad:
+            raise NonFiniteLoss(f"hand-computed gradient for optimizer {optimizer!r}", float("nan"))
+        opt = self._optimizer(optimizer)
+        for p, g in grads.items():
+            p.grad = g.detach().to(p.dtype).clone()
+        scaler, self.scaler = self.scaler, None  # hand gradients are never loss-scaled
+        try:
+            self.optimizer_step(optimizer)
+        finally:
+            self.scaler = scaler
 
     def all_reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
-        """Average ``t`` across processes (for updates computed by hand)."""
+        """Average ``t`` across processes (for statistics computed by hand)."""
         return distributed.all_reduce_mean(t, self.world)
+
+    def _optimizer(self, name: str) -> torch.optim.Optimizer:
+        try:
+            return self.optimizers[name]
+        except KeyError:
+            raise GentoolError(f"training step asked for unknown optimizer {name!r}") from None
 
 
 @dataclass
@@ -212,24 +273,34 @@ class TrainResult:
     best: Path | None = None
 
 
-def _rng_state() -> dict[str, Any]:
+def _rng_state(device: torch.device) -> dict[str, Any]:
     np_state = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": [s for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
                   "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
         "python": random.getstate(),
     }
 
 
-def _set_rng_state(state: Mapping[str, Any]) -> None:
+def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    if state.get("cuda") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
     n = state["numpy"]
     np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     random.setstate(state["python"])
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
 
 
 class _Reporter:
@@ -263,16 +334,45 @@ class _Reporter:
             self.progress.update(self.bar, completed=step, info=info, description=f"{self.label} ep {epoch + 1}")
         elif log_line:
             self.console.print(f"{self.label} step {step}/{self.total} epoch {epoch + 1} {info} eta {eta:.0f}s",
-                               highlight=False, soft_wrap=True)
+                               highlight=False, soft_wrap=True, markup=False)
 
     def say(self, text: str) -> None:
         if self.enabled:
-            self.console.print(text, highlight=False, soft_wrap=True)
+            self.console.print(text, highlight=False, soft_wrap=True, markup=False)
 
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+class _GracefulStop:
+    """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once, unsaved."""
+
+    def __init__(self, reporter: _Reporter):
+        import signal
+        import threading
+
+        self.requested = False
+        self.hard = False
+        self.previous = None
+        self.reporter = reporter
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            self.hard = True
+            raise KeyboardInterrupt
+        self.requested = True
+        self.reporter.say("stopping after this step (Ctrl-C again to stop at once, without saving)")
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
 
 
 def fit(task: Task, job: "TrainJob") -> TrainResult:
@@ -283,197 +383,252 @@ def fit(task: Task, job: "TrainJob") -> TrainResult:
     precision = check_precision(opts.precision, device)
     distributed.init(world, device)
     try:
-        return _fit(task, job, world, device, precision)
+        return _Fit(task, job, world, device, precision).run()
     finally:
         distributed.shutdown(world)
 
 
-def _fit(task: Task, job: "TrainJob", world: distributed.World, device: torch.device, precision: str) -> TrainResult:
-    opts, run, spec = job.options, job.run, job.spec
-    task.to(device)
-    modules = task.modules()
-    optimizers = task.configure_optimizers()
-    schedulers = task.configure_schedulers(optimizers)
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    ctx = StepContext(device, precision, world, optimizers, task.grad_clip, scaler)
+class _Fit:
+    """One call of :func:`fit`: the state of the training loop and the operations on it."""
 
-    start_epoch, start_batch, step, best_value = 0, 0, 0, None
-    if job.resume is not None:
-        start_epoch, start_batch, step, best_value = _restore(task, job.resume, spec.name, modules, optimizers, schedulers, scaler)
-        if start_epoch >= opts.epochs:
-            raise GentoolError(
-                f"run {run.name} has already trained {start_epoch} epochs: pass --epochs N with N > {start_epoch} to go on"
-            )
-    distributed.broadcast_parameters(modules.values(), world)
+    def __init__(self, task: Task, job: "TrainJob", world: distributed.World, device: torch.device, precision: str):
+        self.task, self.job, self.world, self.device, self.precision = task, job, world, device, precision
+        self.opts, self.run_, self.spec = job.options, job.run, job.spec
+        task.to(device)
+        self.modules = task.modules()
+        self.optimizers = task.configure_optimizers()
+        self.schedulers = task.configure_schedulers(self.optimizers)
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        self.ctx = StepContext(device, precision, world, self.optimizers, task.grad_clip, self.scaler)
+        self.step = 0
+        self.position = [0, 0]  # (epoch, batches done in it) of the state in memory
+        self.best_value: float | None = None
+        self.last_metrics: dict[str, Any] = {}
+        self.pending_rng: Mapping[str, Any] | None = None
 
-    steps_per_epoch = task.steps_per_epoch(opts.batch_size, world.size)
-    total = opts.epochs * steps_per_epoch
-    meta_base = {
-        "model": spec.name, "plugin": spec.plugin, "plugin_version": spec.plugin_version,
-        "family": spec.family, "modality": spec.modality, "config": config_to_dict(job.config),
-        "train": {**vars(opts), "precision": precision, "device": device.type, "world_size": world.size},
-        "data": job.data.info(), "run": run.name, "extra": task.checkpoint_meta(),
-    }
-    if world.is_main:
-        run.write_config({"model": spec.name, "plugin": spec.plugin, "train": meta_base["train"],
-                          "model_config": meta_base["config"], "data": meta_base["data"]})
-    reporter = _Reporter(job, total, step, world.is_main)
-    if job.resume is not None:
-        reporter.say(f"resuming {spec.name}/{run.name} at step {step} (epoch {start_epoch + 1}, batch {start_batch})")
-    epoch = start_epoch
-    position = [start_epoch, start_batch]  # (epoch, batches done in it) of the state in memory
-    last_metrics: dict[str, Any] = {}
+    # -- checkpoints -----------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        opts, spec = self.opts, self.spec
+        return {
+            "model": spec.name, "plugin": spec.plugin, "plugin_version": spec.plugin_version,
+            "family": spec.family, "modality": spec.modality, "config": config_to_dict(self.job.config),
+            "train": {**vars(opts), "precision": self.precision, "device": self.device.type,
+                      "world_size": self.world.size},
+            "data": self.job.data.info(), "run": self.run_.name, "extra": self.task.checkpoint_meta(),
+        }
 
-    def save_last(epoch_done: int, batch_done: int) -> Path | None:
-        if not world.is_main:
+    def save_last(self) -> Path | None:
+        if not self.world.is_main:
             return None
-        _check_weights(modules)
+        _check_weights(self.modules)
         state = {
-            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
-            "scaler": scaler.state_dict() if scaler else None,
-            "rng": _rng_state(),
-            "position": {"epoch": epoch_done, "batch": batch_done, "step": step},
-            "best": best_value,
-            "task": task.extra_state(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "rng": _rng_state(self.device),
+            "position": {"epoch": self.position[0], "batch": self.position[1], "step": self.step},
+            "best": self.best_value,
+            "task": self.task.extra_state(),
         }
         tensors, doc = pack_state(state)
-        meta = {**meta_base, "step": step, "epoch": epoch_done, "metrics": last_metrics}
-        return save_checkpoint(run.last, modules, meta, train_state=(tensors, doc))
+        meta = {**self.meta(), "step": self.step, "epoch": self.position[0], "metrics": self.last_metrics}
+        return save_checkpoint(self.run_.last, self.modules, meta, train_state=(tensors, doc))
 
-    samples_seen, t0, step0 = 0, time.perf_counter(), step
-    stop = _GracefulStop(reporter)
-    try:
-        for epoch in range(start_epoch, opts.epochs):
-            ctx.epoch = epoch
-            sums: dict[str, float] = {}
-            counts = 0
-            skip = start_batch if epoch == start_epoch else 0
-            t_epoch = time.perf_counter()
-            for m in modules.values():
-                m.train()
-            batch_iter = task.batches(epoch, opts.batch_size, world.rank, world.size, opts.seed)
-            for b_idx, batch in enumerate(batch_iter):
-                if b_idx < skip:
-                    continue
-                with autocast(device, precision):
-                    out = task.training_step(batch, ctx)
-                losses = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()}
-                for k, v in losses.items():
-                    if not math.isfinite(v):
-                        raise NonFiniteLoss(k, v)
-                step += 1
-                position[:] = [epoch, b_idx + 1]
-                ctx.step_count = step
-                if task.scheduler_interval == "step":
-                    for s in schedulers.values():
-                        s.step()
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                counts += 1
-                samples_seen += _batch_len(batch) * world.size
-                elapsed = time.perf_counter() - t0
-                rate = samples_seen / elapsed if elapsed > 0 else 0.0
-                eta = (total - step) * elapsed / max(1, step - step0)
-                log_now = step % max(1, opts.log_every) == 0 or step == total
-                if log_now and world.is_main:
-                    record = {"type": "step", "step": step, "epoch": epoch + 1, "losses": losses,
-                              "samples_per_s": round(rate, 2), "time": round(elapsed, 3)}
-                    lrs = {k: o.param_groups[0]["lr"] for k, o in optimizers.items()}
-                    if lrs:
-                        record["lr"] = lrs
-                    run.log(record)
-                reporter.update(step, epoch, losses, rate, eta, log_now)
-                if opts.save_every and step % opts.save_every == 0:
-                    save_last(*position)
-                if stop.requested:
+    def save_best(self, monitor: str | None) -> None:
+        save_checkpoint(self.run_.best, self.modules, {**self.meta(), "step": self.step, "epoch": self.position[0],
+                                                       "metrics": self.last_metrics, "monitor": monitor})
+
+    def restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path, model=self.spec.name)
+        if "train_state" not in ckpt.meta:
+            raise CheckpointError(f"{path} holds weights only, no training state to resume from (use a run's last.safetensors)")
+        ckpt.load_into(self.modules)
+        tensors = {k[len(TRAIN_PREFIX):]: v for k, v in ckpt.tensors().items() if k.startswith(TRAIN_PREFIX)}
+        state = unpack_state(ckpt.meta["train_state"], tensors)
+        for name, opt in self.optimizers.items():
+            if name not in state["optimizers"]:
+                raise CheckpointError(f"{path} has no state for optimizer {name!r}")
+            opt.load_state_dict(state["optimizers"][name])
+        for name, sched in self.schedulers.items():
+            if name in state["schedulers"]:
+                sched.load_state_dict(state["schedulers"][name])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.task.load_extra_state(_to_device(state.get("task") or {}, self.device))
+        pos = state["position"]
+        self.position = [int(pos["epoch"]), int(pos["batch"])]
+        self.step = int(pos["step"])
+        self.best_value = state.get("best")
+        self.last_metrics = ckpt.metrics
+        # Set after the batches already trained are skipped (they may draw random numbers).
+        self.pending_rng = state["rng"] if self.world.is_main else None
+
+    def tidy_run_folder(self) -> None:
+        """Remove temporary files a killed process left, and log records past the restored step."""
+        for tmp in self.run_.dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        records = self.run_.records()
+        if any(r.get("step", 0) > self.step for r in records):
+            from gentool.checkpoint import write_atomic
+
+            kept = "".join(json.dumps(r) + "\n" for r in records if r.get("step", 0) <= self.step)
+            write_atomic(self.run_.metrics_path, kept.encode())
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        opts, world, task = self.opts, self.world, self.task
+        if self.job.resume is not None:
+            self.restore(self.job.resume)
+            if self.position[0] >= opts.epochs:
+                raise GentoolError(
+                    f"run {self.run_.name} has already trained {self.position[0]} epochs: "
+                    f"pass --epochs N with N > {self.position[0]} to go on"
+                )
+        distributed.broadcast_parameters(self.modules.values(), world)
+        if world.distributed and world.rank > 0:
+            # Each process draws its own noise (and chains); rank 0's stream is the resumable one.
+            seed_everything(opts.seed + 7919 * world.rank + self.step)
+        steps_per_epoch = task.steps_per_epoch(opts.batch_size, world.size)
+        total = opts.epochs * steps_per_epoch
+        log_every = opts.log_every or max(1, min(50, steps_per_epoch // 5))
+        if world.is_main:
+            self.run_.dir.mkdir(parents=True, exist_ok=True)
+            self.tidy_run_folder()
+            m = self.meta()
+            self.run_.write_config({"model": m["model"], "plugin": m["plugin"], "train": m["train"],
+                                    "model_config": m["config"], "data": m["data"]})
+        reporter = _Reporter(self.job, total, self.step, world.is_main)
+        if self.job.resume is not None:
+            reporter.say(f"resuming {self.spec.name}/{self.run_.name} at step {self.step} "
+                         f"(epoch {self.position[0] + 1}, batch {self.position[1]})")
+        stop = _GracefulStop(reporter)
+        epoch = self.position[0]
+        try:
+            samples_seen, t0, step0 = 0, time.perf_counter(), self.step
+            for epoch in range(self.position[0], opts.epochs):
+                self.ctx.epoch = epoch
+                sums: dict[str, float] = {}
+                counts = 0
+                t_epoch = time.perf_counter()
+                for m in self.modules.values():
+                    m.train()
+                batches = iter(task.batches(epoch, opts.batch_size, world.rank, world.size, opts.seed))
+                skip = self.position[1] if epoch == self.position[0] else 0
+                for _ in range(skip):
+                    next(batches, None)
+                if self.pending_rng is not None:
+                    _set_rng_state(self.pending_rng, self.device)
+                    self.pending_rng = None
+                for b_idx, batch in enumerate(batches, start=skip):
+                    with autocast(self.device, self.precision if task.autocast else "fp32"):
+                        out = task.training_step(batch, self.ctx)
+                    if self.scaler is not None:
+                        self.scaler.update()  # once per iteration, after every optimizer stepped
+                    losses = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in out.items()}
+                    bad = next((k for k, v in losses.items() if not math.isfinite(v)), None)
+                    if distributed.any_flag(bad is not None, world) or bad is not None:
+                        raise NonFiniteLoss(bad or "a loss on another process", losses.get(bad or "", float("nan")))
+                    self.step += 1
+                    self.position[:] = [epoch, b_idx + 1]
+                    self.ctx.step_count = self.step
+                    if task.scheduler_interval == "step":
+                        for s in self.schedulers.values():
+                            s.step()
+                    for k, v in losses.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    counts += 1
+                    samples_seen += _batch_len(batch) * world.size
+                    elapsed = time.perf_counter() - t0
+                    rate = samples_seen / elapsed if elapsed > 0 else 0.0
+                    eta = (total - self.step) * elapsed / max(1, self.step - step0)
+                    log_now = self.step % log_every == 0 or self.step == total
+                    if log_now and world.is_main:
+                        record = {"type": "step", "step": self.step, "epoch": epoch + 1, "losses": losses,
+                                  "samples_per_s": round(rate, 2), "time": round(elapsed, 3)}
+                        if self.optimizers:
+                            record["lr"] = {k: o.param_groups[0]["lr"] for k, o in self.optimizers.items()}
+                        self.run_.log(record)
+                    reporter.update(self.step, epoch, losses, rate, eta, log_now)
+                    if opts.save_every and self.step % opts.save_every == 0:
+                        self.save_last()
+                    if distributed.any_flag(stop.requested, world):
+                        raise KeyboardInterrupt
+                self.end_epoch(epoch, sums, counts, time.perf_counter() - t_epoch, reporter)
+                if distributed.any_flag(stop.requested, world) and epoch + 1 < opts.epochs:
                     raise KeyboardInterrupt
-            # end of epoch
-            if task.scheduler_interval == "epoch":
-                for s in schedulers.values():
-                    s.step()
-            means = {k: v / max(1, counts) for k, v in sums.items()}
-            for m in modules.values():
+        except KeyboardInterrupt:
+            reporter.close()
+            if stop.hard:
+                kept = f"the last checkpoint is {self.run_.last}" if self.run_.last.exists() else "nothing was saved"
+                raise TrainingInterrupted(f"stopped at once at step {self.step}, without saving; {kept}") from None
+            try:
+                saved = self.save_last()
+            except NonFiniteLoss as exc:
+                raise TrainingDiverged(f"interrupted, and the weights are not finite ({exc}): nothing saved") from None
+            where = f"; saved {saved}" if saved else ""
+            raise TrainingInterrupted(
+                f"interrupted at step {self.step}{where}; continue with: "
+                f"gentool train {self.spec.name} --resume {self.run_.name}"
+            ) from None
+        except NonFiniteLoss as exc:
+            reporter.close()
+            kept = f"the last good checkpoint is {self.run_.last}" if self.run_.last.exists() else "no checkpoint had been written yet"
+            raise TrainingDiverged(
+                f"training diverged at step {self.step + 1} (epoch {epoch + 1}): {exc}; stopped, {kept}. "
+                "Try a lower --lr or --precision fp32"
+            ) from None
+        finally:
+            stop.restore()
+            reporter.close()
+        run = self.run_
+        return TrainResult(run.dir, self.step, opts.epochs, self.last_metrics, run.last if run.last.exists() else None,
+                           run.best if run.best.exists() else None)
+
+    def end_epoch(self, epoch: int, sums: Mapping[str, float], counts: int, seconds: float, reporter: _Reporter) -> None:
+        task, world = self.task, self.world
+        if task.scheduler_interval == "epoch":
+            for s in self.schedulers.values():
+                s.step()
+        distributed.broadcast_buffers(self.modules.values(), world)
+        means = {k: v / max(1, counts) for k, v in sums.items()}
+        self.position[:] = [epoch + 1, 0]
+        improved = False
+        if world.is_main:
+            for m in self.modules.values():
                 m.eval()
             with torch.no_grad():
-                val = task.validate() if world.is_main else {}
-            last_metrics = {**{f"train_{k}": v for k, v in means.items()}, **val}
-            for k, v in last_metrics.items():
-                if isinstance(v, float) and not math.isfinite(v):
-                    raise NonFiniteLoss(k, v)
-            monitor_value = _monitored(task, means, val)
-            improved = monitor_value is not None and (
-                best_value is None
-                or (monitor_value < best_value if task.monitor_mode == "min" else monitor_value > best_value)
+                val = task.validate()
+            self.last_metrics = {**{f"train_{k}": v for k, v in means.items()}, **val}
+            bad = next((k for k, v in self.last_metrics.items() if isinstance(v, float) and not math.isfinite(v)), None)
+        else:
+            val, bad = {}, None
+        if distributed.any_flag(bad is not None, world) or bad is not None:
+            raise NonFiniteLoss(bad or "a metric on the main process", float("nan"))
+        if world.is_main:
+            monitor = task_monitor_name(task, means)
+            value = _monitored(task, means, val)
+            improved = value is not None and (
+                self.best_value is None
+                or (value < self.best_value if task.monitor_mode == "min" else value > self.best_value)
             )
             if improved:
-                best_value = monitor_value
-            position[:] = [epoch + 1, 0]
-            if world.is_main:
-                run.log({"type": "epoch", "epoch": epoch + 1, "step": step, **last_metrics,
-                         "epoch_time": round(time.perf_counter() - t_epoch, 3)})
-                _save_samples(task, run, epoch + 1, opts, device)
-                save_last(epoch + 1, 0)
-                if improved:
-                    save_checkpoint(run.best, modules, {**meta_base, "step": step, "epoch": epoch + 1,
-                                                        "metrics": last_metrics, "monitor": task_monitor_name(task, means)})
-                from gentool.runs import plot_losses
+                self.best_value = value
+            self.run_.log({"type": "epoch", "epoch": epoch + 1, "step": self.step, **self.last_metrics,
+                           "epoch_time": round(seconds, 3)})
+            _save_samples(task, self.run_, epoch + 1, self.opts)
+            self.save_last()
+            if improved:
+                self.save_best(monitor)
+            from gentool.runs import plot_losses
 
-                plot_losses(run)
-                summary = " ".join(f"{k} {v:.4g}" for k, v in last_metrics.items() if isinstance(v, (int, float)))
-                reporter.say(f"epoch {epoch + 1}/{opts.epochs} {summary}" + ("  (best)" if improved else ""))
-            distributed.barrier(world)
-            if stop.requested and epoch + 1 < opts.epochs:
-                raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        reporter.close()
-        saved = save_last(*position)
-        where = f"; saved {saved}" if saved else ""
-        raise TrainingInterrupted(
-            f"interrupted at step {step}{where}; continue with: gentool train {spec.name} --resume {run.name}"
-        ) from None
-    except NonFiniteLoss as exc:
-        reporter.close()
-        kept = f"the last good checkpoint is {run.last}" if run.last.exists() else "no checkpoint had been written yet"
-        raise TrainingDiverged(
-            f"training diverged at step {step + 1} (epoch {epoch + 1}): {exc}; stopped, {kept}. "
-            "Try a lower --lr or --precision fp32"
-        ) from None
-    finally:
-        stop.restore()
-        reporter.close()
-    return TrainResult(run.dir, step, opts.epochs, last_metrics, run.last if run.last.exists() else None,
-                       run.best if run.best.exists() else None)
-
-
-class _GracefulStop:
-    """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once."""
-
-    def __init__(self, reporter: _Reporter):
-        import signal
-        import threading
-
-        self.requested = False
-        self.previous = None
-        self.reporter = reporter
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.reporter.say("stopping after this step (Ctrl-C again to stop at once)")
-
-    def restore(self) -> None:
-        if self.previous is not None:
-            import signal
-
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
+            plot_losses(self.run_)
+            summary = " ".join(f"{k} {v:.4g}" for k, v in self.last_metrics.items() if isinstance(v, (int, float)))
+            reporter.say(f"epoch {epoch + 1}/{self.opts.epochs} {summary}" + ("  (best)" if improved else ""))
+        distributed.barrier(world)
 
 
 def task_monitor_name(task: Task, means: Mapping[str, float]) -> str | None:
+    """The metric that picks ``best``: the task's :attr:`Task.monitor`, else ``loss`` if reported."""
     if task.monitor:
         return task.monitor
     return "loss" if "loss" in means else None
@@ -502,8 +657,8 @@ def _check_weights(modules: Mapping[str, torch.nn.Module]) -> None:
                 raise NonFiniteLoss(f"weight {name}.{pname}", float("nan"))
 
 
-def _save_samples(task: Task, run: Any, epoch: int, opts: Any, device: torch.device) -> None:
-    g = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(opts.seed + 12345)
+def _save_samples(task: Task, run: Any, epoch: int, opts: Any) -> None:
+    g = torch.Generator().manual_seed(opts.seed + 12345)  # the same noise every epoch: comparable grids
     cpu_state = torch.get_rng_state()  # sampling must not disturb the training RNG stream
     try:
         with torch.no_grad():
@@ -518,27 +673,6 @@ def _save_samples(task: Task, run: Any, epoch: int, opts: Any, device: torch.dev
 
         save_grid(out.float(), run.samples_dir / f"epoch_{epoch:03d}.png")
     else:
-        text = "\n\n----\n\n".join(out)
-        (run.samples_dir / f"epoch_{epoch:03d}.txt").write_text(text, encoding="utf-8")
+        from gentool.checkpoint import write_atomic
 
-
-def _restore(task: Task, path: Path, model: str, modules, optimizers, schedulers, scaler) -> tuple[int, int, int, Any]:
-    ckpt = load_checkpoint(path, model=model)
-    if "train_state" not in ckpt.meta:
-        raise CheckpointError(f"{path} holds weights only, no training state to resume from (use a run's last.safetensors)")
-    ckpt.load_into(modules)
-    tensors = {k[len(TRAIN_PREFIX):]: v for k, v in ckpt.tensors().items() if k.startswith(TRAIN_PREFIX)}
-    state = unpack_state(ckpt.meta["train_state"], tensors)
-    for name, opt in optimizers.items():
-        if name not in state["optimizers"]:
-            raise CheckpointError(f"{path} has no state for optimizer {name!r}")
-        opt.load_state_dict(state["optimizers"][name])
-    for name, sched in schedulers.items():
-        if name in state["schedulers"]:
-            sched.load_state_dict(state["schedulers"][name])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    task.load_extra_state(state.get("task") or {})
-    _set_rng_state(state["rng"])
-    pos = state["position"]
-    return int(pos["epoch"]), int(pos["batch"]), int(pos["step"]), state.get("best")
+        write_atomic(run.samples_dir / f"epoch_{epoch:03d}.txt", "\n\n----\n\n".join(out).encode("utf-8"))

@@ -77,7 +77,8 @@ def test_run_folder_has_config_metrics_checkpoints_samples_and_plot(toy_env, wor
 
 
 def test_resume_after_sigkill_mid_epoch_continues_exactly(toy_env, workdir):
-    args = ["--epochs", "3", "--set", "sleep=0.03", "--save-every", "4", "-q"]
+    # random_batches: the task draws its batches from the global RNG, as text models draw crops
+    args = ["--epochs", "3", "--set", "sleep=0.03", "--set", "random_batches=true", "--save-every", "4", "-q"]
     proc = _start(toy_env, *args, "--name", "killed")
     last = workdir / "runs/toy/killed/last.safetensors"
     step = _wait_for_step(last, proc, STEPS_PER_EPOCH + 6)
@@ -94,8 +95,12 @@ def test_resume_after_sigkill_mid_epoch_continues_exactly(toy_env, workdir):
     assert (final.step, final.epoch) == (3 * STEPS_PER_EPOCH, 3)
     records = [json.loads(x) for x in (last.parent / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in records) == 3 * STEPS_PER_EPOCH and saved_step < 3 * STEPS_PER_EPOCH
+    steps = [r["step"] for r in records if r["type"] == "step"]
+    assert steps == sorted(set(steps))  # records past the saved step were dropped, not duplicated
+    assert not list(last.parent.glob(".*.tmp"))
 
-    gentool("train", "toy", "--epochs", "3", "--set", "sleep=0.0", "--name", "straight", "-q", env=toy_env, check=True)
+    gentool("train", "toy", "--epochs", "3", "--set", "random_batches=true", "--name", "straight", "-q",
+            env=toy_env, check=True)
     # same data order, RNG and optimizer state: the resumed run ends where an uninterrupted one does
     assert _same(_weights(last), _weights(workdir / "runs/toy/straight/last.safetensors"))
 
@@ -103,14 +108,20 @@ def test_resume_after_sigkill_mid_epoch_continues_exactly(toy_env, workdir):
 def test_ctrl_c_saves_and_exits_130(toy_env, workdir):
     proc = _start(toy_env, "--epochs", "3", "--set", "sleep=0.03", "--name", "stopped")
     last = workdir / "runs/toy/stopped/last.safetensors"
-    _wait_for_step(last, proc, 1)  # first epoch done, training is under way
-    time.sleep(0.3)
+    log = workdir / "runs/toy/stopped/metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the second epoch is under way
+        steps = [json.loads(x).get("step", 0) for x in log.read_text().splitlines()] if log.exists() else []
+        if steps and max(steps) > STEPS_PER_EPOCH:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted at step" in err and "--resume stopped" in err
     ckpt = load_checkpoint(last)
-    assert STEPS_PER_EPOCH < ckpt.step < 3 * STEPS_PER_EPOCH
+    assert STEPS_PER_EPOCH < ckpt.step < 2 * STEPS_PER_EPOCH  # saved mid-epoch, at a step boundary
     res = gentool("train", "toy", "--resume", "stopped", "-q", env=toy_env)
     assert res.returncode == 0, res.stderr
     gentool("train", "toy", "--epochs", "3", "--name", "straight", "-q", env=toy_env, check=True)
@@ -140,24 +151,46 @@ def test_resume_refuses_changed_model_options_and_finished_runs(toy_env, workdir
     assert res.returncode == 0 and load_checkpoint(workdir / "runs/toy/run1/last.safetensors").epoch == 2
 
 
-def test_two_process_data_parallel_training_keeps_weights_equal(tmp_path):
+def _torchrun(mode: str, out: Path) -> None:
     worker = Path(__file__).resolve().parent / "ddp_worker.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(worker), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+                           str(worker), mode, str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_two_process_data_parallel_training_keeps_weights_equal(tmp_path):
     from safetensors.torch import load_file
 
-    w0, w1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
-    i0, i1 = load_file(str(tmp_path / "init0.safetensors")), load_file(str(tmp_path / "init1.safetensors"))
+    _torchrun("toy", tmp_path)
+    w0, w1 = load_file(str(tmp_path / "toy-rank0.safetensors")), load_file(str(tmp_path / "toy-rank1.safetensors"))
+    i0, i1 = load_file(str(tmp_path / "toy-init0.safetensors")), load_file(str(tmp_path / "toy-init1.safetensors"))
     assert not _same(i0, i1)  # the processes started from different random weights...
     assert _same(w0, w1)  # ...yet end equal: rank 0's weights were broadcast and gradients averaged
     assert not _same(w0, i0)
     steps = (1438 // 2) // 32  # each process sees half the data per epoch
-    assert (tmp_path / "steps0.txt").read_text() == (tmp_path / "steps1.txt").read_text() == str(2 * steps)
-    run = tmp_path / "runs/toy/ddp"
+    assert (tmp_path / "toy-steps0.txt").read_text() == (tmp_path / "toy-steps1.txt").read_text() == str(2 * steps)
+    run = tmp_path / "runs/toy/toy"
     ckpt = load_checkpoint(run / "last.safetensors")
     assert ckpt.meta["train"]["world_size"] == 2 and _same(_weights(ckpt.path), {f"net.{k}": v for k, v in w0.items()})
-    step_lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"step"' in x]
+    step_lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     logged = [r["step"] for r in step_lines if r["type"] == "step"]
-    assert len(logged) == len(set(logged))  # rank 0 alone writes
+    assert logged and len(logged) == len(set(logged))  # rank 0 alone writes
+
+
+def test_two_processes_equal_one_process_with_twice_the_batch(tmp_path, monkeypatch):
+    """Rank r trains on order[r::2] in batches of 32; together that is one process's batch of 64."""
+    from safetensors.torch import load_file
+
+    import ddp_worker
+
+    _torchrun("linear", tmp_path)
+    two = load_file(str(tmp_path / "linear-rank0.safetensors"))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    task, steps, _ = ddp_worker.train("linear", tmp_path / "single", 64, "single")
+    assert steps == 2 * (1438 // 64)
+    one = task.net.state_dict()
+    for k in one:
+        assert torch.allclose(one[k], two[k], atol=1e-5), (k, (one[k] - two[k]).abs().max())
+    assert not torch.allclose(one["weight"], load_file(str(tmp_path / "linear-init0.safetensors"))["weight"])

@@ -17,6 +17,7 @@ class ToyConfig:
     width: int = field(default=8, metadata={"help": "Noise dimension."})
     sleep: float = field(default=0.0, metadata={"help": "Seconds to sleep in each step (for signal tests)."})
     nan_at_step: int = field(default=0, metadata={"help": "Make the loss NaN at this step (0: never)."})
+    random_batches: bool = field(default=False, metadata={"help": "Draw batches with the global RNG (like random text crops)."})
 
 
 def _task(config, data, lr):
@@ -55,6 +56,14 @@ def _task(config, data, lr):
                 loss = loss * float("nan")
             ctx.step(loss, "adam")
             return {"loss": loss}
+
+        def batches(self, epoch, batch_size, rank, world_size, seed):
+            if not config.random_batches:
+                yield from super().batches(epoch, batch_size, rank, world_size, seed)
+                return
+            for _ in range(self.steps_per_epoch(batch_size, world_size)):
+                idx = torch.randint(len(data), (batch_size,))
+                yield data.images[idx].to(self.device).float() / 255, None
 
         def sample(self, n, generator):
             z = torch.randn(n, config.width, generator=generator)
