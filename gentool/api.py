@@ -42,6 +42,10 @@ class ModelSpec:
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
+    image_size: int | None = None
+    channels: int | None = None
+    sample_options: dict[str, str] | None = None
+    evaluate_options: dict[str, str] | None = None
     plugin: str = ""
     plugin_version: str = ""
 

@@ -28,6 +28,15 @@ if TYPE_CHECKING:
     import torch
 
 FORMAT = "gentool-checkpoint/1"
+
+
+def _file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_MODE = _file_mode()  # what open() would give: mkstemp's 0600 would hide outputs from other users
 TRAIN_PREFIX = "__train__/"
 _MAX_HEADER = 100 * 1024 * 1024
 
@@ -41,6 +50,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -167,26 +177,25 @@ class Checkpoint:
         return counts
 
     # -- tensors ----------------------------------------------------------------------------
-    def tensors(self, *, device: str = "cpu") -> dict[str, "torch.Tensor"]:
-        """All tensors of the file (weights and training state)."""
-        from safetensors.torch import load_file
+    def tensors(self, prefix: str = "", *, device: str = "cpu") -> dict[str, "torch.Tensor"]:
+        """The tensors whose names start with ``prefix`` (all of them by default), read lazily."""
+        from safetensors import safe_open
 
         try:
-            return load_file(str(self.path), device=device)
+            with safe_open(str(self.path), framework="pt", device=device) as fh:
+                return {k: fh.get_tensor(k) for k in fh.keys() if k.startswith(prefix)}
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(f"cannot read tensors of {self.path}: {exc}") from None
 
     def state_dict(self, module: str, *, device: str = "cpu") -> dict[str, "torch.Tensor"]:
         """The weights of one module, keys relative to it."""
         prefix = module + "."
-        return {k[len(prefix):]: v for k, v in self.tensors(device=device).items() if k.startswith(prefix)}
+        return {k[len(prefix):]: v for k, v in self.tensors(prefix, device=device).items()}
 
     def load_into(self, modules: Mapping[str, "torch.nn.Module"], *, strict: bool = True) -> None:
         """Load the weights into ``modules`` (name -> module, the names used at save time)."""
-        tensors = self.tensors()
         for name, module in modules.items():
-            prefix = name + "."
-            sd = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            sd = self.state_dict(name)
             if not sd and strict:
                 raise CheckpointError(f"{self.path} has no weights for module {name!r}")
             try:

@@ -87,6 +87,12 @@ def _main(
                                  help="Print the version and exit."),
 ) -> None:
     _state["debug"] = debug
+    import warnings
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        _console(stderr=True).print(f"[yellow]warning:[/] {escape(str(message))}", markup=True)
+
+    warnings.showwarning = show  # data problems a user should see, without our source lines
 
 
 # -- list / plugins -------------------------------------------------------------------------
@@ -168,7 +174,7 @@ def train(
         raise typer.Exit(0 if help_ else 2)
 
     from gentool.api import TrainJob, TrainOptions
-    from gentool.config import build_config, config_from_dict, parse_set_options, unknown_key_error
+    from gentool.config import build_config, config_from_dict, parse_set_options
 
     reg = _registry()
     spec = reg.model(model)
@@ -179,13 +185,6 @@ def train(
                                    save_every=save_every).items() if v is not None}
     sets = parse_set_options(set_)
 
-    import dataclasses
-
-    option_names = {f.name for f in dataclasses.fields(TrainOptions)}
-    for key in train_doc:
-        if key not in option_names:
-            raise unknown_key_error(key, sorted(option_names), "[train]")
-
     resume_path = None
     if resume is not None:
         from gentool.checkpoint import load_checkpoint
@@ -195,36 +194,64 @@ def train(
         ckpt = load_checkpoint(run.last, model=model)
         if sets or model_doc:
             raise ConfigError("model options cannot change when resuming; start a new run instead")
-        saved = {k: v for k, v in ckpt.meta.get("train", {}).items() if k in option_names}
+        saved = {k: v for k, v in ckpt.meta.get("train", {}).items() if k in _TRAIN_OPTION_NAMES()}
         saved.pop("device", None)
-        options = TrainOptions(**{**saved, **train_doc, **flags})
+        asked = {**train_doc, **flags}
+        changed = [k for k in ("data", "batch_size", "seed", "image_size") if k in asked and asked[k] != saved.get(k)]
+        if changed:
+            raise ConfigError(f"--{changed[0].replace('_', '-')} cannot change when resuming (the saved position in "
+                              "the data depends on it); start a new run instead")
+        options = TrainOptions(**{**saved, **asked})
         cfg = config_from_dict(spec.config, ckpt.config)
         resume_path = run.last
     else:
-        base = {"epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr}
+        base = {"epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr, "image_size": spec.image_size}
         options = TrainOptions(**{**base, **train_doc, **flags})
         cfg = build_config(spec.config, {**model_doc, **sets})
         run = None
     _check_options(options)
 
+    from gentool.devices import check_precision, pick_device
+    from gentool.distributed import launched_world
     from gentool.training import seed_everything
 
+    world = launched_world()
+    check_precision(options.precision, pick_device(options.device, local_rank=world.local_rank if world.distributed else None))
     seed_everything(options.seed)
-    dataset = _load_data(options.data or spec.default_data, spec.modality, "train", options.image_size, reg)
-    if options.data is None:
-        options.data = spec.default_data
-    if run is None:
+    options.data = options.data or spec.default_data
+    dataset = _load_data(options.data, spec.modality, "train", options.image_size, reg, channels=spec.channels)
+    fresh = run is None
+    if fresh:
         run = _new_run(model, name)
     job = TrainJob(spec=spec, config=cfg, options=options, data=dataset, run=run, resume=resume_path, quiet=quiet)
-    result = reg.call("gentool_train", spec, job=job)
-    from gentool.distributed import launched_world
-
-    if launched_world().is_main and not quiet:
+    try:
+        result = reg.call("gentool_train", spec, job=job)
+    except BaseException:
+        if fresh and world.is_main:
+            _remove_if_empty(run.dir)
+        raise
+    if world.is_main and not quiet:
         con = _console()
         con.print(f"run folder: {run.dir}")
         if getattr(result, "best", None):
             con.print(f"best checkpoint: {result.best}")
         con.print(f"next: gentool sample {model} -n 16   |   gentool evaluate {model}")
+
+
+def _TRAIN_OPTION_NAMES() -> set[str]:
+    import dataclasses
+
+    from gentool.api import TrainOptions
+
+    return {f.name for f in dataclasses.fields(TrainOptions)}
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove a new run's folder when training failed before it held anything but its config."""
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"config.toml"}:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_options(options: Any) -> None:
@@ -234,24 +261,24 @@ def _check_options(options: Any) -> None:
         raise ConfigError(f"unknown device {options.device!r}: use one of {', '.join(DEVICES)}")
     if options.precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {options.precision!r}: use one of {', '.join(PRECISIONS)}")
-    if options.epochs < 1 or options.batch_size < 1:
-        raise ConfigError("--epochs and --batch-size must be at least 1")
 
 
 def _new_run(model: str, name: str | None):
     from gentool.distributed import launched_world
-    from gentool.runs import Run, new_run
     from gentool.paths import runs_dir
+    from gentool.runs import Run, new_run
 
     world = launched_world()
     if not world.distributed:
         return new_run(model, name)
-    # Under torchrun every process must agree on the folder; rank 0 creates it.
-    name = name or "run-" + os.environ.get("TORCHELASTIC_RUN_ID", "ddp")[:12].replace("/", "-")
-    run = Run(model, name, runs_dir() / model / name)
+    # Under torchrun every process must agree on the folder: a name all of them know, made by rank 0.
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if name is None and run_id in ("", "none"):
+        raise ConfigError("under torchrun, pass --name RUN (or use --standalone, whose run id names the run)")
+    name = name or "run-" + "".join(c for c in run_id if c.isalnum())[:12]
     if world.is_main:
-        run.dir.mkdir(parents=True, exist_ok=True)
-    return run
+        return new_run(model, name)
+    return Run(model, name, runs_dir() / model / name)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -271,13 +298,15 @@ def _split_toml(doc: dict[str, Any], spec: Any) -> tuple[dict[str, Any], dict[st
     """``[train]`` and ``[model]`` tables; top-level keys go to whichever knows them."""
     import dataclasses
 
-    from gentool.api import TrainOptions
     from gentool.config import unknown_key_error
 
     train = dict(doc.get("train", {}))
     model = dict(doc.get("model", {}))
-    option_names = {f.name for f in dataclasses.fields(TrainOptions)}
+    option_names = _TRAIN_OPTION_NAMES()
     model_names = {f.name for f in dataclasses.fields(spec.config)} if spec.config else set()
+    for key in train:
+        if key not in option_names:
+            raise unknown_key_error(key, sorted(option_names), "[train]")
     for key, value in doc.items():
         if key in ("train", "model"):
             continue
@@ -298,7 +327,12 @@ def _print_model_options(model: str) -> None:
     spec = _registry().model(model)
     con = _console()
     con.print(f"\n[bold]{escape(spec.name)}[/] ({escape(spec.family)}, plugin {escape(spec.plugin)}): {escape(spec.summary)}")
-    con.print(f"defaults: --epochs {spec.epochs} --batch-size {spec.batch_size} --lr {spec.lr} --data {spec.default_data}")
+    con.print(f"defaults: --epochs {spec.epochs} --batch-size {spec.batch_size} --lr {spec.lr} --data {spec.default_data}"
+              + (f" --image-size {spec.image_size}" if spec.image_size else ""), markup=False)
+    for verb, declared in (("sample", spec.sample_options), ("evaluate", spec.evaluate_options)):
+        if declared:
+            con.print(f"gentool {verb} {spec.name} also takes: "
+                      + "; ".join(f"--{k.replace('_', '-')} ({v})" for k, v in declared.items()), markup=False)
     if spec.config is None:
         con.print("This model has no options of its own.")
         return
@@ -309,10 +343,10 @@ def _print_model_options(model: str) -> None:
     con.print(table)
 
 
-def _load_data(ref: str, modality: str, split: str, image_size: int | None, reg: Any):
+def _load_data(ref: str, modality: str, split: str, image_size: int | None, reg: Any, channels: int | None = None):
     from gentool.data import load_dataset
 
-    dataset = load_dataset(ref, split=split, image_size=image_size, extra=reg.datasets)
+    dataset = load_dataset(ref, split=split, image_size=image_size, channels=channels, extra=reg.datasets)
     kind = dataset.info().get("kind")
     if kind != modality:
         raise DataError(f"{ref} is {kind} data, but this model needs {modality} data")
@@ -340,7 +374,7 @@ def sample(
 
     reg = _registry()
     spec = reg.model(model)
-    options = {**parse_extra_args(ctx.args), **parse_set_options(set_)}
+    options = _model_flags(spec, "sample", {**parse_extra_args(ctx.args), **parse_set_options(set_)})
     path = resolve_checkpoint(model, checkpoint)
     ckpt = load_checkpoint(path, model=model)
 
@@ -361,6 +395,19 @@ def sample(
     _console().print(f"wrote {written} from {path}")
     for f in result.files:
         _console().print(f"wrote {f}")
+
+
+def _model_flags(spec: Any, verb: str, options: dict[str, str]) -> dict[str, str]:
+    """Refuse flags the model did not declare for ``verb`` (when it declared any list)."""
+    from gentool.config import unknown_key_error
+
+    declared = spec.sample_options if verb == "sample" else spec.evaluate_options
+    if declared is not None:
+        for key in options:
+            if key not in declared:
+                err = unknown_key_error(key, sorted(declared), f"{spec.name} {verb}")
+                raise ConfigError(str(err).replace("option '", "option '--").replace("did you mean ", "did you mean --"))
+    return options
 
 
 def write_samples(result: Any, out: Path, class_names: list[str] | None = None, *, as_dataset: bool = False) -> str:
@@ -437,7 +484,8 @@ def evaluate(
     seed_everything(seed)
     dataset = _load_data(data_ref, spec.modality, split, image_size, reg)
     job = EvaluateJob(spec=spec, checkpoint=ckpt, data=dataset, device=pick_device(device), seed=seed, n=n,
-                      features=features, options={**parse_extra_args(ctx.args), **parse_set_options(set_)},
+                      features=features,
+                      options=_model_flags(spec, "evaluate", {**parse_extra_args(ctx.args), **parse_set_options(set_)}),
                       data_loader=lambda s: _load_data(data_ref, spec.modality, s, image_size, reg))
     metrics = reg.call("gentool_evaluate", spec, job=job)
     doc = {"model": model, "checkpoint": str(path), "data": data_ref, "split": split, "step": ckpt.step,

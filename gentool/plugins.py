@@ -120,7 +120,11 @@ class Registry:
 
     def load_entry_points(self, only: set[str] | None) -> None:
         """Import every plugin of the entry-point group (or only those named in ``only``)."""
-        for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        found = sorted(entry_points(group=GROUP), key=lambda e: e.name)
+        for missing in sorted((only or set()) - {ep.name for ep in found}):
+            self.plugins[missing] = PluginInfo(name=missing, module="", ok=False,
+                                               error="named in GENTOOL_PLUGINS but not installed")
+        for ep in found:
             if only is not None and ep.name not in only:
                 continue
             if ep.name in self.plugins:
@@ -147,12 +151,14 @@ class Registry:
         if name in self.models:
             return self.models[name]
         known = sorted(self.models)
+        failed = sorted(n for n, i in self.plugins.items() if not i.ok)
+        note = f" (plugin {', '.join(failed)} failed to load: see `gentool plugins`)" if failed else ""
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         if close:
-            raise GentoolError(f"unknown model {name!r}; did you mean {' or '.join(close)}?")
+            raise GentoolError(f"unknown model {name!r}; did you mean {' or '.join(close)}?{note}")
         if known:
-            raise GentoolError(f"unknown model {name!r}; installed models: {', '.join(known)}")
-        raise GentoolError(f"unknown model {name!r}: no model plugin is installed (see `gentool plugins`)")
+            raise GentoolError(f"unknown model {name!r}; installed models: {', '.join(known)}{note}")
+        raise GentoolError(f"unknown model {name!r}: no model plugin is installed{note or ' (see `gentool plugins`)'}")
 
     def call(self, hook: str, spec: ModelSpec, **kwargs: Any) -> Any:
         """Call a routed hook on the plugin that owns ``spec`` only."""
@@ -180,12 +186,21 @@ class Registry:
                     continue
                 for cmd in scratch.registered_commands:
                     verb = cmd.name or (cmd.callback.__name__.replace("_", "-") if cmd.callback else "")
-                    if verb in reserved:
-                        info.problems.append(f"command {verb!r} is already taken: ignored")
-                        continue
-                    reserved.add(verb)
-                    app.registered_commands.append(cmd)
-                    info.commands.append(verb)
+                    if self._claim(verb, reserved, info):
+                        app.registered_commands.append(cmd)
+                for group in scratch.registered_groups:  # app.add_typer(sub, name="chat"): gentool chat ...
+                    verb = group.name or getattr(group.typer_instance.info, "name", None) or ""
+                    if self._claim(verb, reserved, info):
+                        app.registered_groups.append(group)
+
+    @staticmethod
+    def _claim(verb: str, reserved: set[str], info: PluginInfo) -> bool:
+        if not verb or verb in reserved:
+            info.problems.append(f"command {verb!r} is already taken: ignored" if verb else "a command without a name: ignored")
+            return False
+        reserved.add(verb)
+        info.commands.append(verb)
+        return True
 
 
 def _builtin_dataset_names() -> set[str]:

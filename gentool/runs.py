@@ -12,6 +12,7 @@ Layout of one run::
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -224,8 +225,8 @@ def plot_losses(run: Run) -> Path | None:
     if keys:
         ax.legend()
     fig.tight_layout()
-    tmp = run.loss_plot.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
-    os.replace(tmp, run.loss_plot)
+    write_atomic(run.loss_plot, buf.getvalue())
     return run.loss_plot

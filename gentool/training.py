@@ -443,7 +443,7 @@ class _Fit:
         if "train_state" not in ckpt.meta:
             raise CheckpointError(f"{path} holds weights only, no training state to resume from (use a run's last.safetensors)")
         ckpt.load_into(self.modules)
-        tensors = {k[len(TRAIN_PREFIX):]: v for k, v in ckpt.tensors().items() if k.startswith(TRAIN_PREFIX)}
+        tensors = {k[len(TRAIN_PREFIX):]: v for k, v in ckpt.tensors(TRAIN_PREFIX).items()}
         state = unpack_state(ckpt.meta["train_state"], tensors)
         for name, opt in self.optimizers.items():
             if name not in state["optimizers"]:

@@ -33,6 +33,8 @@ def test_plugin_verb_runs(toy_env):
     proc = gentool("toy-hello", "tester", env=toy_env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "hello tester from toy"
+    proc = gentool("toy-tools", "ping", env=toy_env)  # a group of verbs (app.add_typer)
+    assert proc.returncode == 0 and proc.stdout.strip() == "pong"
 
 
 def test_list_json_through_installed_entry_point(workdir):
@@ -49,6 +51,9 @@ def test_gentool_plugins_env_restricts_loading(toy_env):
     assert [m["name"] for m in json.loads(proc.stdout)] == ["toy"]
     proc = gentool("list", "--json", env={**toy_env, "GENTOOL_PLUGINS": ""})
     assert json.loads(proc.stdout) == []
+    proc = gentool("plugins", "--json", env={**toy_env, "GENTOOL_PLUGINS": "toy,nosuch"})
+    info = {p["name"]: p for p in json.loads(proc.stdout)}
+    assert info["toy"]["ok"] and not info["nosuch"]["ok"] and "not installed" in info["nosuch"]["error"]
 
 
 def test_unknown_model_suggests_closest(toy_env):
@@ -112,6 +117,7 @@ def test_config_file_and_runner(workdir, toy_registry):
 
 @pytest.mark.parametrize("argv", [["--help"], ["list"], ["plugins"], ["train", "--help"]])
 def test_fast_commands_do_not_import_torch(toy_env, argv):
+    toy_env = {k: v for k, v in toy_env.items() if k != "GENTOOL_PLUGINS"}  # every installed plugin loads
     code = ("import sys; from gentool.cli import main\n"
             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
             "heavy = [m for m in ('torch', 'numpy', 'safetensors', 'PIL', 'matplotlib') if m in sys.modules]\n"

@@ -172,9 +172,12 @@ def test_cifar_subset_image_folder_from_shared_data():
 
 
 def test_text_file_from_shared_data():
-    ds = load_dataset(str(shared("text/tinyshakespeare.txt")))
+    path = str(shared("text/tinyshakespeare.txt"))
+    ds = load_dataset(path, split="all")
     assert isinstance(ds, TextDataset)
     assert ds.info()["kind"] == "text" and ds.info()["chars"] == 1115394 and ds.info()["vocab_size"] == 65
+    train, test = load_dataset(path), load_dataset(path, split="test")  # 90/10, test is the end of the file
+    assert len(train.text) == 1003854 and train.text + test.text == ds.text
 
 
 # ----------------------------------------------------------------------------- untidy folders

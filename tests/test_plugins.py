@@ -71,7 +71,7 @@ def test_plugins_command_reports_failures_with_reasons(zoo):
     assert proc.returncode == 0, proc.stderr
     info = {p["name"]: p for p in json.loads(proc.stdout)}
     assert info["toy"]["ok"] and info["toy"]["models"] == ["toy"] and "gentool_train" in info["toy"]["hooks"]
-    assert info["toy"]["commands"] == ["toy-hello"]
+    assert info["toy"]["commands"] == ["toy-hello", "toy-tools"]
     assert not info["broken-import"]["ok"]
     assert "Error importing plugin 'broken-import'" in info["broken-import"]["error"]
     assert "this_module_does_not_exist" in info["broken-import"]["error"]
@@ -96,6 +96,8 @@ def test_routed_hooks_only_reach_the_owner(zoo):
     assert proc.returncode == 0, proc.stderr  # greedy's gentool_sample would raise if it were called
     proc = gentool("sample", "greedy", env=zoo)
     assert "no trained greedy" in proc.stderr
+    proc = gentool("train", "broken", env=zoo)  # the unknown name may belong to a plugin that failed
+    assert "failed to load: see `gentool plugins`" in proc.stderr and "broken-import" in proc.stderr
 
 
 def test_registry_in_process_isolates_a_raising_plugin():

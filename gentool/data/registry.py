@@ -112,7 +112,7 @@ def _load_path(
     if idx.is_idx_file(path):
         return idx.load_idx_file(path, name=spec)
     if suffix in text.TEXT_EXTENSIONS:
-        return text.load_text(path, name=spec)
+        return text.load_text(path, split, name=spec)
     if lower.endswith((".tar.gz", ".tgz", ".tar")) and "cifar" in lower:
         return cifar.load_cifar10_binary(path, split, name=spec)
     if suffix in folder.IMAGE_EXTENSIONS:

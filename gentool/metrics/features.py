@@ -327,13 +327,12 @@ def _load_cached(path: Path, device: str | torch.device) -> GentoolCNNExtractor 
 
 
 def _save(path: Path, net: SmallCNN, meta: dict) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from gentool.checkpoint import write_atomic
+
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={"gentool": json.dumps(meta)})
-    os.replace(tmp, path)
+    write_atomic(path, save(tensors, metadata={"gentool": json.dumps(meta)}))
 
 
 def gentool_cnn_extractor(

@@ -120,3 +120,12 @@ def gentool_register_commands(app):
     def hello(name: str = typer.Argument("world")) -> None:
         """Say hello (a plugin-provided verb)."""
         typer.echo(f"hello {name} from toy")
+
+    group = typer.Typer(help="A plugin-provided group of verbs.")
+
+    @group.command("ping")
+    def ping() -> None:
+        """Answer pong."""
+        typer.echo("pong")
+
+    app.add_typer(group, name="toy-tools")

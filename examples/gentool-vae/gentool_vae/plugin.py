@@ -42,6 +42,8 @@ def gentool_register_models(register):
         epochs=30,
         batch_size=64,
         lr=2e-3,
+        sample_options={},  # no flags of its own: the core refuses typos such as --labl
+        evaluate_options={},
     ))
 
 
