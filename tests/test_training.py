@@ -194,3 +194,22 @@ def test_two_processes_equal_one_process_with_twice_the_batch(tmp_path, monkeypa
     for k in one:
         assert torch.allclose(one[k], two[k], atol=1e-5), (k, (one[k] - two[k]).abs().max())
     assert not torch.allclose(one["weight"], load_file(str(tmp_path / "linear-init0.safetensors"))["weight"])
+
+
+def test_plain_progress_lines_when_output_is_not_a_terminal(toy_env, workdir):
+    res = gentool("train", "toy", "--epochs", "2", env=toy_env)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    progress = [x for x in lines if x.startswith("toy/run1 step ")]
+    assert progress and "samples/s" in progress[0] and "eta" in progress[0] and "loss" in progress[0]
+    assert f"toy/run1 step {2 * STEPS_PER_EPOCH}/{2 * STEPS_PER_EPOCH}" in res.stdout
+    assert any(x.startswith("epoch 2/2 train_loss") for x in lines)
+    assert "\x1b[" not in res.stdout  # no terminal control codes in a log file
+
+
+def test_bf16_autocast_on_the_cpu_trains_and_saves_float32(toy_env, workdir):
+    res = gentool("train", "toy", "--epochs", "1", "--precision", "bf16", "-q", env=toy_env)
+    assert res.returncode == 0, res.stderr
+    ckpt = load_checkpoint(workdir / "runs/toy/run1/last.safetensors")
+    assert ckpt.meta["train"]["precision"] == "bf16"
+    assert all(d == "F32" for k, (_, d) in ckpt.tensor_shapes.items() if k.startswith("net."))
