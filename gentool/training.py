@@ -101,7 +101,8 @@ class Task:
         """One step: compute losses, call ``ctx.step(loss, "optimizer name")``, return losses.
 
         The returned mapping (name -> float or 0-d tensor) is what the progress bar, the log and
-        the NaN guard see. Runs under autocast when a reduced precision is asked for (and
+        the NaN guard see; a costly figure may be reported every few steps only (epoch means are
+        taken per key). Runs under autocast when a reduced precision is asked for (and
         :attr:`autocast` is true). Draw noise with the global torch RNG (``torch.randn``): the
         harness seeds it per process and restores it on resume.
         """
@@ -127,6 +128,11 @@ class Task:
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned (tensors arrive on :attr:`device`)."""
+
+    def write_pictures(self, folder: Path, epoch: int) -> None:
+        """Write pictures of the model into the run folder after each epoch (main process only,
+        under ``no_grad``; the training RNG is restored afterwards). E.g. first-layer filters or
+        a sampling chain; the core already writes ``samples/epoch_NNN.png`` from :meth:`sample`."""
 
     def checkpoint_meta(self) -> dict[str, Any]:
         """JSON-able facts to store in every checkpoint's header under ``extra`` (a tokenizer's
@@ -238,12 +244,13 @@ class StepContext:
         Give the gradient of the quantity to *minimise* (for a Boltzmann machine: negative
         phase minus positive phase statistics).
         """
-        bad = any(not torch.isfinite(g).all() for g in grads.values())
+        # a sum is NaN/inf if any element is (or if it overflows: then the update is useless too)
+        bad = not math.isfinite(float(sum(g.float().sum() for g in grads.values())))
         if distributed.any_flag(bad, self.world) or bad:
             raise NonFiniteLoss(f"hand-computed gradient for optimizer {optimizer!r}", float("nan"))
         opt = self._optimizer(optimizer)
         for p, g in grads.items():
-            p.grad = g.detach().to(p.dtype).clone()
+            p.grad = g.detach().to(p.dtype)
         scaler, self.scaler = self.scaler, None  # hand gradients are never loss-scaled
         try:
             self.optimizer_step(optimizer)
@@ -508,7 +515,7 @@ class _Fit:
             for epoch in range(self.position[0], opts.epochs):
                 self.ctx.epoch = epoch
                 sums: dict[str, float] = {}
-                counts = 0
+                counts: dict[str, int] = {}
                 t_epoch = time.perf_counter()
                 for m in self.modules.values():
                     m.train()
@@ -534,9 +541,9 @@ class _Fit:
                     if task.scheduler_interval == "step":
                         for s in self.schedulers.values():
                             s.step()
-                    for k, v in losses.items():
+                    for k, v in losses.items():  # per key: a step may report a loss only now and then
                         sums[k] = sums.get(k, 0.0) + v
-                    counts += 1
+                        counts[k] = counts.get(k, 0) + 1
                     samples_seen += _batch_len(batch) * world.size
                     elapsed = time.perf_counter() - t0
                     rate = samples_seen / elapsed if elapsed > 0 else 0.0
@@ -584,13 +591,14 @@ class _Fit:
         return TrainResult(run.dir, self.step, opts.epochs, self.last_metrics, run.last if run.last.exists() else None,
                            run.best if run.best.exists() else None)
 
-    def end_epoch(self, epoch: int, sums: Mapping[str, float], counts: int, seconds: float, reporter: _Reporter) -> None:
+    def end_epoch(self, epoch: int, sums: Mapping[str, float], counts: Mapping[str, int], seconds: float,
+                  reporter: _Reporter) -> None:
         task, world = self.task, self.world
         if task.scheduler_interval == "epoch":
             for s in self.schedulers.values():
                 s.step()
         distributed.broadcast_buffers(self.modules.values(), world)
-        means = {k: v / max(1, counts) for k, v in sums.items()}
+        means = {k: v / max(1, counts[k]) for k, v in sums.items()}
         self.position[:] = [epoch + 1, 0]
         improved = False
         if world.is_main:
@@ -616,6 +624,12 @@ class _Fit:
             self.run_.log({"type": "epoch", "epoch": epoch + 1, "step": self.step, **self.last_metrics,
                            "epoch_time": round(seconds, 3)})
             _save_samples(task, self.run_, epoch + 1, self.opts)
+            cpu_state = torch.get_rng_state()
+            try:
+                with torch.no_grad():
+                    task.write_pictures(self.run_.dir, epoch + 1)
+            finally:
+                torch.set_rng_state(cpu_state)
             self.save_last()
             if improved:
                 self.save_best(monitor)

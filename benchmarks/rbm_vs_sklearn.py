@@ -1,0 +1,117 @@
+"""RBM training speed and AIS test log-likelihood: gentool's rbm against scikit-learn's BernoulliRBM.
+
+    python benchmarks/rbm_vs_sklearn.py [--epochs 1] [--ais-runs 100] [--ais-steps 14500]
+
+Both train on binarised MNIST from ../shared/data/mnist (60,000 images, pixels > 0.5), 784
+visible and 500 hidden units, batch 100, PCD-1, learning rate 0.05, no momentum, no weight decay,
+for the same number of epochs; gentool in float32 and with bf16 matrix products. Reported:
+samples per second of the training steps (and gentool's whole run, with its per-epoch samples and
+pictures), and the average log-likelihood of the 10,000 test digits in nats, with log Z from the
+same AIS run settings for every model. CPU figures, from the machine that runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST = ROOT.parent / "shared" / "data" / "mnist"
+
+
+def load(split: str):
+    from gentool.data import load_dataset
+    from gentool_boltzmann.common import binarized, flat
+
+    ds = binarized(load_dataset(str(MNIST), split=split), "threshold", 0)
+    return ds, flat(ds.as_float())
+
+
+def train_sklearn(x: torch.Tensor, epochs: int, lr: float):
+    from sklearn.neural_network import BernoulliRBM
+
+    rbm = BernoulliRBM(n_components=500, learning_rate=lr, batch_size=100, n_iter=epochs, random_state=0)
+    xs = x.numpy().astype("float64")
+    t = time.perf_counter()
+    rbm.fit(xs)
+    seconds = time.perf_counter() - t
+    W = torch.from_numpy(rbm.components_.T.copy())
+    return (W, torch.from_numpy(rbm.intercept_visible_.copy()), torch.from_numpy(rbm.intercept_hidden_.copy())), \
+        len(xs) * epochs / seconds
+
+
+def train_gentool(data, epochs: int, lr: float, precision: str):
+    from gentool.api import ModelSpec, TrainJob, TrainOptions
+    from gentool.runs import Run
+    from gentool.training import seed_everything
+    from gentool_boltzmann.configs import RBMConfig
+    from gentool_boltzmann.rbm import RBMTask
+
+    cfg = RBMConfig(hidden=500, method="pcd", k=1, momentum=0.0, weight_decay=0.0, lr_schedule="constant",
+                    binarize="none")  # the data is binarised already, as scikit-learn's is
+    seed_everything(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run("rbm", "bench", Path(tmp) / "bench")
+        opts = TrainOptions(epochs=epochs, batch_size=100, lr=lr, device="cpu", precision=precision, seed=0)
+        task = RBMTask(cfg, data, lr, 10**9, 0)
+        task.val = task.val.subset(slice(0, 500))
+        job = TrainJob(ModelSpec("rbm", "boltzmann", "", RBMConfig, plugin="boltzmann"), cfg, opts, data, run, quiet=True)
+        t = time.perf_counter()
+        job.fit(task)
+        whole = len(task.data) * epochs / (time.perf_counter() - t)
+        steps = [json.loads(x) for x in (run.dir / "metrics.jsonl").read_text().splitlines()]
+        loop = [r["samples_per_s"] for r in steps if r["type"] == "step" and r["epoch"] == 1][-1]
+    rbm = task.rbm
+    return (rbm.W.detach().double(), rbm.b.detach().double(), rbm.c.detach().double()), loop, whole
+
+
+def test_ll(params, base, v_test, runs: int, steps: int) -> tuple[float, float]:
+    from gentool_boltzmann import ais
+
+    W, b, c = (p.double() for p in params)
+    est = ais.rbm_ais(W, b, c, runs=runs, steps=steps, base_bias=base, generator=torch.Generator().manual_seed(0))
+    return float(ais.rbm_log_likelihood(v_test, W, b, c, est.log_z).mean()), est.log_z_std
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--ais-runs", type=int, default=100)
+    p.add_argument("--ais-steps", type=int, default=14500)
+    args = p.parse_args()
+    if not MNIST.is_dir():
+        print(f"skipped: MNIST not found at {MNIST} (the benchmark reads ../shared/data/mnist)")
+        return
+    from gentool_boltzmann import ais
+
+    print(f"machine: CPU {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; binarised MNIST, 784-500, batch 100, PCD-1, lr {args.lr}, "
+          f"{args.epochs} epoch(s); AIS {args.ais_runs} runs x {args.ais_steps} steps")
+    train, x = load("train")
+    _, v_test = load("test")
+    v_test = v_test.double()
+    base = ais.base_rate_visible_bias(x.double())
+    rows = []
+    params, sps = train_sklearn(x, args.epochs, args.lr)
+    rows.append(("scikit-learn BernoulliRBM (float64)", sps, None, params))
+    for precision in ("fp32", "bf16"):
+        params, loop, whole = train_gentool(train, args.epochs, args.lr, precision)
+        rows.append((f"gentool rbm ({precision})", loop, whole, params))
+    print(f"{'model':38s} {'samples/s':>10s} {'x sklearn':>9s} {'whole run/s':>11s} {'test LL (nats)':>15s} {'logZ std':>8s}")
+    ref = rows[0][1]
+    for name, sps, whole, params in rows:
+        ll, std = test_ll(params, base, v_test, args.ais_runs, args.ais_steps)
+        whole_s = f"{whole:11,.0f}" if whole else f"{'':11s}"
+        print(f"{name:38s} {sps:10,.0f} {sps / ref:9.2f} {whole_s} {ll:15.2f} {std:8.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The options of each model (typed dataclasses; no torch import, gentool list reads them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def _opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class SGDOptions:
+    """Training options every Boltzmann model shares."""
+
+    binarize: Literal["threshold", "sample", "none"] = _opt(
+        "threshold", "How grey pixels become binary units: > 0.5, a fixed Bernoulli draw, or kept as probabilities.")
+    method: Literal["cd", "pcd"] = _opt("pcd", "Contrastive divergence (chains restart at the data) or persistent CD.")
+    k: int = _opt(1, "Gibbs steps per update.")
+    momentum: float = _opt(0.5, "SGD momentum.")
+    weight_decay: float = _opt(1e-4, "L2 penalty on the weights (not the biases).")
+    lr_schedule: Literal["constant", "linear", "cosine"] = _opt("linear", "Learning-rate decay over the run.")
+    init_std: float = _opt(0.01, "Standard deviation of the initial weights.")
+    sample_steps: int = _opt(1000, "Gibbs steps from noise when drawing samples.")
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError("k must be at least 1")
+        if not 0 <= self.momentum < 1:
+            raise ValueError("momentum must be in [0, 1)")
+        if self.weight_decay < 0 or self.init_std <= 0:
+            raise ValueError("weight_decay must be >= 0 and init_std > 0")
+        if self.sample_steps < 1:
+            raise ValueError("sample_steps must be at least 1")
+
+
+@dataclass
+class RBMConfig(SGDOptions):
+    """Restricted Boltzmann machine."""
+
+    hidden: int = _opt(256, "Number of hidden units.")
+    visible: Literal["bernoulli", "gaussian"] = _opt(
+        "bernoulli", "Visible units: binary, or real-valued with unit variance (data standardised per pixel).")
+    sparsity_target: float = _opt(0.0, "Target mean activation of the hidden units (0: no sparsity penalty).")
+    sparsity_cost: float = _opt(0.1, "Weight of the sparsity penalty on the hidden biases.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.hidden < 1:
+            raise ValueError("hidden must be at least 1")
+        if not 0 <= self.sparsity_target < 1:
+            raise ValueError("sparsity_target must be in [0, 1)")
+
+
+@dataclass
+class DBNConfig(SGDOptions):
+    """Deep belief network: RBMs trained greedily, bottom up."""
+
+    layers: tuple[int, ...] = _opt((256, 256), "Hidden layer sizes, bottom up (e.g. 500,1000).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.layers or min(self.layers) < 1:
+            raise ValueError("layers needs at least one positive size")
+
+
+@dataclass
+class DBMConfig(SGDOptions):
+    """Deep Boltzmann machine."""
+
+    layers: tuple[int, ...] = _opt((256, 256), "Hidden layer sizes, bottom up (at least two, e.g. 500,1000).")
+    pretrain_fraction: float = _opt(0.3, "Share of the epochs spent on greedy layer-wise pretraining.")
+    mean_field_iters: int = _opt(10, "Mean-field iterations for the data-dependent statistics.")
+    chains: int = _opt(100, "Persistent chains for the model statistics.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.layers) < 2 or min(self.layers) < 1:
+            raise ValueError("a DBM needs at least two positive hidden layer sizes")
+        if not 0 <= self.pretrain_fraction < 1:
+            raise ValueError("pretrain_fraction must be in [0, 1)")
+
+
+@dataclass
+class BMConfig(SGDOptions):
+    """General Boltzmann machine with visible-visible and hidden-hidden connections."""
+
+    hidden: int = _opt(32, "Number of hidden units (keep it small: updates are unit by unit).")
+    mean_field_iters: int = _opt(10, "Mean-field iterations for the hidden units with the data clamped.")
+    chains: int = _opt(100, "Persistent chains for the model statistics.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.hidden < 1:
+            raise ValueError("hidden must be at least 1")

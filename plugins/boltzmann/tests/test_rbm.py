@@ -1,0 +1,107 @@
+"""The rbm model and the plugin's routing, through the real entry point and command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+
+
+def gentool(*args, env):
+    return subprocess.run([sys.executable, "-m", "gentool", *args], env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return {**os.environ, "GENTOOL_RUNS": str(tmp_path / "runs"), "GENTOOL_CACHE": str(tmp_path / "cache"),
+            "GENTOOL_PLUGINS": "boltzmann"}
+
+
+def test_hooks_answer_only_for_their_own_models():
+    from gentool_boltzmann import plugin
+
+    for hook in (plugin.gentool_train, plugin.gentool_sample, plugin.gentool_evaluate):
+        assert hook("vae", job=None) is None and hook("gan", job=None) is None
+    registered = []
+    plugin.gentool_register_models(registered.append)
+    assert [s.name for s in registered] == ["bm", "rbm", "dbn", "dbm"]
+
+
+def test_rbm_trains_samples_and_evaluates_on_digits(env, tmp_path):
+    res = gentool("train", "rbm", "--epochs", "6", "--set", "hidden=64", "-q", env=env)
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "runs/rbm/run1"
+    for f in ("filters.png", "gibbs_chain.png", "gibbs_chain.gif", "samples/epoch_006.png", "best.safetensors"):
+        assert (run / f).exists(), f
+    epochs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"epoch"' in x]
+    epochs = [e for e in epochs if e["type"] == "epoch"]
+    assert epochs[-1]["val_pll"] > epochs[0]["val_pll"]  # the pseudo-likelihood of held-out digits rises
+    res = gentool("sample", "rbm", "-n", "5", "--out", "s", env=env)
+    assert res.returncode == 0 and len(list((tmp_path / "s").glob("0*.png"))) == 5
+    res = gentool("evaluate", "rbm", "--json", "--ais-runs", "30", "--ais-steps", "1000", env=env)
+    assert res.returncode == 0, res.stderr
+    m = json.loads(res.stdout)["metrics"]
+    assert m["ais_runs"] == 30 and m["ais_steps"] == 1000 and m["ais_method"] == "ais"
+    assert -64 * 0.6932 < m["test_log_likelihood_nats"] < 0  # better than a coin per pixel, below 0
+    assert m["test_ll_low"] <= m["test_log_likelihood_nats"] <= m["test_ll_high"]
+    assert 0.5 < m["linear_probe_accuracy"] <= 1
+    res = gentool("evaluate", "rbm", "--ais-run", "3", env=env)
+    assert res.returncode == 1 and "did you mean --ais-runs" in res.stderr
+
+
+def test_gaussian_visible_units_on_grey_digits(env):
+    res = gentool("train", "rbm", "--epochs", "3", "--set", "visible=gaussian", "--lr", "0.005", "-q", env=env)
+    assert res.returncode == 0, res.stderr
+    res = gentool("evaluate", "rbm", "--json", "--ais-runs", "20", "--ais-steps", "500", "--probe", "false", env=env)
+    assert res.returncode == 0, res.stderr
+    m = json.loads(res.stdout)["metrics"]
+    assert torch.isfinite(torch.tensor(m["test_log_likelihood_nats"])) and "linear_probe_accuracy" not in m
+
+
+def test_training_raises_the_ais_likelihood_of_real_mnist(tmp_path):
+    """On real data: the trained RBM explains held-out MNIST digits better than it did at the start."""
+    if not (SHARED / "mnist").is_dir():
+        pytest.skip(f"../shared/data/mnist not present at {SHARED}: the real-data test needs it")
+    from gentool_boltzmann import ais
+    from gentool_boltzmann.common import binarized, flat
+    from gentool_boltzmann.rbm import RBM, rbm_gradients
+
+    from gentool.data import load_dataset
+
+    torch.manual_seed(0)
+    train = binarized(load_dataset(str(SHARED / "mnist")).subset(slice(0, 6000)), "threshold", 0)
+    test = binarized(load_dataset(str(SHARED / "mnist"), split="test").subset(slice(0, 1000)), "threshold", 0)
+    x, v_test = flat(train.as_float()), flat(test.as_float()).double()
+    rbm = RBM(784, 64)
+    p = x.mean(0).clamp(1e-3, 1 - 1e-3)
+    rbm.b.data.copy_(torch.log(p / (1 - p)))
+    base = ais.base_rate_visible_bias(x.double())
+
+    def test_ll() -> float:
+        W, b, c = (t.detach().double() for t in (rbm.W, rbm.b, rbm.c))
+        est = ais.rbm_ais(W, b, c, runs=50, steps=2000, base_bias=base, generator=torch.Generator().manual_seed(1))
+        return float(ais.rbm_log_likelihood(v_test, W, b, c, est.log_z).mean())
+
+    before = test_ll()
+    opt = torch.optim.SGD(rbm.parameters(), lr=0.05, momentum=0.5)
+    chains = x[:100].clone()
+    with torch.no_grad():
+        for epoch in range(3):
+            for i in range(0, len(x), 100):
+                v0 = x[i : i + 100]
+                chains = rbm.gibbs(chains, 1)
+                grads, _ = rbm_gradients(rbm, v0, chains)
+                for param, g in grads.items():
+                    param.grad = g
+                opt.step()
+    after = test_ll()
+    assert after > before + 20, (before, after)  # nats per test digit
