@@ -403,10 +403,10 @@ def _model_flags(spec: Any, verb: str, options: dict[str, str]) -> dict[str, str
 
     declared = spec.sample_options if verb == "sample" else spec.evaluate_options
     if declared is not None:
+        flag = {k: "--" + k.replace("_", "-") for k in declared}
         for key in options:
             if key not in declared:
-                err = unknown_key_error(key, sorted(declared), f"{spec.name} {verb}")
-                raise ConfigError(str(err).replace("option '", "option '--").replace("did you mean ", "did you mean --"))
+                raise unknown_key_error("--" + key.replace("_", "-"), sorted(flag.values()), f"{spec.name} {verb}")
     return options
 
 

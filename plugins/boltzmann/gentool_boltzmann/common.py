@@ -77,7 +77,20 @@ def lr_schedule(optimizer: torch.optim.Optimizer, kind: str, total_steps: int) -
 
 
 def pseudo_log_likelihood(free_energy, v: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Stochastic pseudo-log-likelihood per example (flip one random bit, as scikit-learn does)."""
+    """Pseudo-log-likelihood per example: sum_i log p(v_i | v_-i).
+
+    Exact (every bit flipped in turn) for up to 256 visible units; above that the stochastic
+    estimate that flips one random bit per example and scales by the dimension (as scikit-learn
+    does), which is unbiased but noisy.
+    """
+    if v.shape[1] <= 256:
+        f = free_energy(v)
+        total = torch.zeros_like(f)
+        for i in range(v.shape[1]):
+            flipped = v.clone()
+            flipped[:, i] = 1 - flipped[:, i]
+            total += F.logsigmoid(free_energy(flipped) - f)
+        return total
     idx = torch.randint(0, v.shape[1], (v.shape[0],), generator=generator).to(v.device)
     flipped = v.clone()
     rows = torch.arange(v.shape[0], device=v.device)
