@@ -504,6 +504,7 @@ class _Fit:
             m = self.meta()
             self.run_.write_config({"model": m["model"], "plugin": m["plugin"], "train": m["train"],
                                     "model_config": m["config"], "data": m["data"]})
+        self.ctx.step_count = self.step
         reporter = _Reporter(self.job, total, self.step, world.is_main)
         if self.job.resume is not None:
             reporter.say(f"resuming {self.spec.name}/{self.run_.name} at step {self.step} "

@@ -15,19 +15,6 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 TOY_DIR = Path(__file__).resolve().parent / "toy_plugin"
 
 
-def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", default=False, help="also run slow training tests")
-
-
-def pytest_collection_modifyitems(config, items):
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

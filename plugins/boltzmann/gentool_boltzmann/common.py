@@ -101,8 +101,10 @@ def pseudo_log_likelihood(free_energy, v: torch.Tensor, generator: torch.Generat
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor) -> float:
     """Accuracy of a logistic regression on (hidden) features: how useful the features are."""
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    clf = LogisticRegression(max_iter=500)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     clf.fit(train_x.cpu().double().numpy(), train_y.cpu().numpy())
     return float(clf.score(test_x.cpu().double().numpy(), test_y.cpu().numpy()))
 

@@ -25,13 +25,13 @@ EVALUATE_OPTIONS = {
 
 SPECS = [
     ModelSpec("bm", FAMILY, "General Boltzmann machine (visible-visible and hidden-hidden links) for small inputs",
-              BMConfig, epochs=30, batch_size=50, lr=0.01, sample_options={}, evaluate_options=EVALUATE_OPTIONS),
+              BMConfig, epochs=30, batch_size=20, lr=0.05, sample_options={}, evaluate_options=EVALUATE_OPTIONS),
     ModelSpec("rbm", FAMILY, "Restricted Boltzmann machine: Bernoulli or Gaussian visible, CD-k/PCD-k, AIS likelihood",
               RBMConfig, epochs=20, batch_size=20, lr=0.1, sample_options={}, evaluate_options=EVALUATE_OPTIONS),
     ModelSpec("dbn", FAMILY, "Deep belief network: RBMs stacked and trained greedily, sampled top-down",
-              DBNConfig, epochs=20, batch_size=100, lr=0.05, sample_options={}, evaluate_options=EVALUATE_OPTIONS),
+              DBNConfig, epochs=20, batch_size=20, lr=0.1, sample_options={}, evaluate_options=EVALUATE_OPTIONS),
     ModelSpec("dbm", FAMILY, "Deep Boltzmann machine: greedy pretraining, then mean-field and persistent chains",
-              DBMConfig, epochs=30, batch_size=100, lr=0.01, sample_options={}, evaluate_options=EVALUATE_OPTIONS),
+              DBMConfig, epochs=30, batch_size=20, lr=0.05, sample_options={}, evaluate_options=EVALUATE_OPTIONS),
 ]
 NAMES = {s.name for s in SPECS}
 
