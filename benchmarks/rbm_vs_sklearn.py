@@ -1,12 +1,12 @@
 """RBM training speed and AIS test log-likelihood: gentool's rbm against scikit-learn's BernoulliRBM.
 
-    python benchmarks/rbm_vs_sklearn.py [--epochs 1] [--ais-runs 100] [--ais-steps 14500]
+    python benchmarks/rbm_vs_sklearn.py [--epochs 1] [--repeats 3] [--ais-runs 100] [--ais-steps 14500]
 
 Both train on binarised MNIST from ../shared/data/mnist (60,000 images, pixels > 0.5), 784
 visible and 500 hidden units, batch 100, PCD-1, learning rate 0.05, no momentum, no weight decay,
 for the same number of epochs; gentool in float32 and with bf16 matrix products. Reported:
-samples per second of the training steps (and gentool's whole run, with its per-epoch samples and
-pictures), and the average log-likelihood of the 10,000 test digits in nats, with log Z from the
+samples per second of the training steps, median of the repeats (and gentool's whole run, with
+its per-epoch validation, samples and pictures), and the average log-likelihood of the 10,000 test digits in nats, with log Z from the
 same AIS run settings for every model. CPU figures, from the machine that runs it.
 """
 
@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -72,6 +74,16 @@ def train_gentool(data, epochs: int, lr: float, precision: str):
     return (rbm.W.detach().double(), rbm.b.detach().double(), rbm.c.detach().double()), loop, whole
 
 
+def sklearn_job(epochs: int, lr: float):
+    _, x = load("train")
+    return train_sklearn(x, epochs, lr)
+
+
+def gentool_job(epochs: int, lr: float, precision: str):
+    train, _ = load("train")
+    return train_gentool(train, epochs, lr, precision)
+
+
 def test_ll(params, base, v_test, runs: int, steps: int) -> tuple[float, float]:
     from gentool_boltzmann import ais
 
@@ -86,6 +98,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--ais-runs", type=int, default=100)
     p.add_argument("--ais-steps", type=int, default=14500)
+    p.add_argument("--repeats", type=int, default=3, help="training runs per model; the median speed is shown")
     args = p.parse_args()
     if not MNIST.is_dir():
         print(f"skipped: MNIST not found at {MNIST} (the benchmark reads ../shared/data/mnist)")
@@ -100,11 +113,22 @@ def main() -> None:
     v_test = v_test.double()
     base = ais.base_rate_visible_bias(x.double())
     rows = []
-    params, sps = train_sklearn(x, args.epochs, args.lr)
-    rows.append(("scikit-learn BernoulliRBM (float64)", sps, None, params))
+    # each training runs in a fresh process: numpy's BLAS threads keep spinning after their work
+    # and would slow whatever runs next in the same process
+    ctx = multiprocessing.get_context("spawn")
+
+    def isolated(fn, *a):
+        with ctx.Pool(1) as pool:
+            return pool.apply(fn, a)
+
+    runs = [isolated(sklearn_job, args.epochs, args.lr) for _ in range(args.repeats)]
+    print("scikit-learn runs (samples/s): " + ", ".join(f"{r[1]:,.0f}" for r in runs), flush=True)
+    rows.append(("scikit-learn BernoulliRBM (float64)", statistics.median(r[1] for r in runs), None, runs[-1][0]))
     for precision in ("fp32", "bf16"):
-        params, loop, whole = train_gentool(train, args.epochs, args.lr, precision)
-        rows.append((f"gentool rbm ({precision})", loop, whole, params))
+        runs = [isolated(gentool_job, args.epochs, args.lr, precision) for _ in range(args.repeats)]
+        print(f"gentool {precision} runs (samples/s): " + ", ".join(f"{r[1]:,.0f}" for r in runs), flush=True)
+        rows.append((f"gentool rbm ({precision})", statistics.median(r[1] for r in runs),
+                     statistics.median(r[2] for r in runs), runs[-1][0]))
     print(f"{'model':38s} {'samples/s':>10s} {'x sklearn':>9s} {'whole run/s':>11s} {'test LL (nats)':>15s} {'logZ std':>8s}")
     ref = rows[0][1]
     for name, sps, whole, params in rows:
