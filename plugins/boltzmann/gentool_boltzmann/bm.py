@@ -35,7 +35,6 @@ from gentool_boltzmann.common import (
     BoltzmannTask, bernoulli, filters_image, flat, lr_schedule, save_chain_pictures, sgd,
 )
 from gentool_boltzmann.configs import BMConfig
-from gentool_boltzmann.dbn import standardised
 
 #: Damping of the mean-field updates (share of the old value kept).
 DAMPING = 0.5
@@ -311,8 +310,7 @@ def evaluate(job: Any) -> dict[str, Any]:
     out["figures"] = ("*_exact: by enumeration; *_mf: mean-field approximation" +
                       ("" if "log_z_exact" in out else
                        f"; no log-likelihood: {n_v + n_h} units are too many to enumerate (limit {EXACT_MAX_UNITS})"))
-    features = standardised(lambda x: bm.mean_field(flat(x).to(job.device), cfg.mean_field_iters),
-                            train_data.as_float())
+    features = lambda x: bm.mean_field(flat(x).to(job.device), cfg.mean_field_iters)  # noqa: E731
     acc = probe_accuracy(job, opts, train_data, test, features)
     if acc is not None:
         out["linear_probe_accuracy"] = acc

@@ -99,7 +99,11 @@ def pseudo_log_likelihood(free_energy, v: torch.Tensor, generator: torch.Generat
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor) -> float:
-    """Accuracy of a logistic regression on (hidden) features: how useful the features are."""
+    """Accuracy of a logistic regression on (hidden) features: how useful the features are.
+
+    Features are standardised on the training set first: the upper layers of a small model vary
+    little, and an unscaled regression (L2 penalty) then predicts one class whatever they carry.
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

@@ -41,7 +41,7 @@ from gentool.training import StepContext
 
 from gentool_boltzmann.common import BoltzmannTask, bernoulli, filters_image, flat, save_chain_pictures, sgd
 from gentool_boltzmann.configs import DBMConfig
-from gentool_boltzmann.dbn import lr_factor, set_lr, standardised
+from gentool_boltzmann.dbn import lr_factor, set_lr
 
 
 class DBM(nn.Module):
@@ -429,8 +429,7 @@ def evaluate(job: Any) -> dict[str, Any]:
     def hidden_means(x: torch.Tensor) -> torch.Tensor:
         return torch.cat(ais.dbm_mean_field(flat(x).double(), Ws, bs, iters=EVAL_MEAN_FIELD_ITERS), 1)
 
-    features = standardised(hidden_means, train_data.as_float())
-    acc = probe_accuracy(job, opts, train_data, test, features)
+    acc = probe_accuracy(job, opts, train_data, test, hidden_means)
     if acc is not None:
         out["linear_probe_accuracy"] = acc
         out["probe_features"] = "mean-field means of all hidden layers, standardised"

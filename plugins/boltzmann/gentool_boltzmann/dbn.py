@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -220,16 +220,6 @@ def load_dbn(checkpoint: Any, device: torch.device) -> tuple[DBN, DBNConfig]:
     return DBN([r.to(device).eval() for r in rbms[:trained]]), cfg
 
 
-def standardised(features: Callable[[torch.Tensor], torch.Tensor],
-                 train_x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``features`` rescaled to zero mean and unit variance on the training images, for the linear
-    probe: the upper layers of a small model vary little, and an unscaled logistic regression
-    (L2 penalty, C = 1) then predicts one class whatever the features carry."""
-    with torch.no_grad():
-        f = features(train_x)
-    mean, std = f.mean(0), f.std(0).clamp_min(1e-6)
-    return lambda x: (features(x) - mean) / std
-
 
 # -- the plugin's hooks for "dbn" ----------------------------------------------------------------
 def train(job: Any) -> Any:
@@ -286,8 +276,7 @@ def evaluate(job: Any) -> dict[str, Any]:
         h = dbn.up(v, len(dbn.rbms), sample=False)
         out["reconstruction_error"] = float((dbn.down_means(h, len(dbn.rbms)) - v).pow(2).sum(1).mean())
         out["rbm0_pseudo_log_likelihood"] = float(pseudo_log_likelihood(dbn.rbms[0].free_energy, v, g).mean())
-    top_features = standardised(lambda x: dbn.up(flat(x).to(job.device), len(dbn.rbms), sample=False),
-                                train_data.as_float())
+    top_features = lambda x: dbn.up(flat(x).to(job.device), len(dbn.rbms), sample=False)  # noqa: E731
     acc = probe_accuracy(job, opts, train_data, test, top_features)
     if acc is not None:
         out["linear_probe_accuracy"] = acc
