@@ -209,7 +209,6 @@ def train(
         options = TrainOptions(**{**base, **train_doc, **flags})
         cfg = build_config(spec.config, {**model_doc, **sets})
         run = None
-    _check_options(options)
 
     from gentool.devices import check_precision, pick_device
     from gentool.distributed import launched_world
@@ -252,15 +251,6 @@ def _remove_if_empty(folder: Path) -> None:
         import shutil
 
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _check_options(options: Any) -> None:
-    from gentool.devices import DEVICES, PRECISIONS
-
-    if options.device not in DEVICES and not str(options.device).startswith("cuda:"):
-        raise ConfigError(f"unknown device {options.device!r}: use one of {', '.join(DEVICES)}")
-    if options.precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision {options.precision!r}: use one of {', '.join(PRECISIONS)}")
 
 
 def _new_run(model: str, name: str | None):
