@@ -30,6 +30,10 @@ class ModelSpec:
     ``config`` is a dataclass type whose fields are the model's options (see
     :mod:`gentool.config`); ``None`` means the model has no options of its own. ``epochs``,
     ``batch_size`` and ``lr`` are the training defaults used when the user gives none.
+    ``finetune_options`` names config fields (flag name to help text) that ``gentool train``
+    also accepts as flags (``--sft FILE``) and that may be given with ``--resume RUN``: that
+    starts a *new* run whose weights begin from RUN's last checkpoint (``TrainJob.init_from``),
+    with RUN's config and these fields changed (chat fine-tuning of a pretrained model, say).
     ``plugin`` and ``plugin_version`` are filled in by the core from the registering plugin.
     """
 
@@ -46,6 +50,7 @@ class ModelSpec:
     channels: int | None = None
     sample_options: dict[str, str] | None = None
     evaluate_options: dict[str, str] | None = None
+    finetune_options: dict[str, str] | None = None
     plugin: str = ""
     plugin_version: str = ""
 
@@ -73,6 +78,8 @@ class TrainJob:
 
     ``resume`` is the checkpoint to continue from (``None`` for a fresh run); the harness
     restores weights, optimizers, schedulers, RNG state and the position in the epoch from it.
+    ``init_from`` is a checkpoint of the same model whose weights a fine-tuning run starts from
+    (see ``ModelSpec.finetune_options``); the task loads them itself, the optimizer starts fresh.
     """
 
     spec: ModelSpec
@@ -82,6 +89,7 @@ class TrainJob:
     run: "Run"
     resume: Path | None = None
     quiet: bool = False
+    init_from: Path | None = None
 
     def fit(self, task: "Task") -> "TrainResult":
         """Run the shared training harness on ``task`` (see :func:`gentool.training.fit`)."""

@@ -146,7 +146,8 @@ def list_plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON 
 
 
 # -- train ----------------------------------------------------------------------------------
-@app.command(add_help_option=False, context_settings={"help_option_names": []})
+@app.command(add_help_option=False, context_settings={"help_option_names": [], "allow_extra_args": True,
+                                                       "ignore_unknown_options": True})
 def train(
     ctx: typer.Context,
     model: Optional[str] = typer.Argument(None, help="Model to train (see `gentool list`)."),
@@ -183,10 +184,24 @@ def train(
     flags = {k: v for k, v in dict(data=data, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                                    precision=precision, seed=seed, image_size=image_size,
                                    save_every=save_every).items() if v is not None}
-    sets = parse_set_options(set_)
+    sets = {**_finetune_flags(ctx, spec), **parse_set_options(set_)}
+    finetune = set(spec.finetune_options or {})
 
-    resume_path = None
-    if resume is not None:
+    resume_path = init_from = None
+    if resume is not None and sets and finetune.intersection(sets):
+        # Fine-tuning: a new run that starts from the resumed run's weights, with its config
+        # and the fine-tune fields (and any other --set) changed.
+        from gentool.checkpoint import load_checkpoint
+        from gentool.runs import resolve_run
+
+        base_run = resolve_run(model, resume)
+        ckpt = load_checkpoint(base_run.last, model=model)
+        base = {"epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr, "image_size": spec.image_size}
+        options = TrainOptions(**{**base, **train_doc, **flags})
+        cfg = build_config(spec.config, {**ckpt.config, **model_doc, **sets})
+        init_from = base_run.last
+        run = None
+    elif resume is not None:
         from gentool.checkpoint import load_checkpoint
         from gentool.runs import resolve_run
 
@@ -222,7 +237,10 @@ def train(
     fresh = run is None
     if fresh:
         run = _new_run(model, name)
-    job = TrainJob(spec=spec, config=cfg, options=options, data=dataset, run=run, resume=resume_path, quiet=quiet)
+    job = TrainJob(spec=spec, config=cfg, options=options, data=dataset, run=run, resume=resume_path, quiet=quiet,
+                   init_from=init_from)
+    if init_from is not None and world.is_main and not quiet:
+        _console().print(f"fine-tuning from {init_from} into a new run: {run.dir}")
     try:
         result = reg.call("gentool_train", spec, job=job)
     except BaseException:
@@ -235,6 +253,20 @@ def train(
         if getattr(result, "best", None):
             con.print(f"best checkpoint: {result.best}")
         con.print(f"next: gentool sample {model} -n 16   |   gentool evaluate {model}")
+
+
+def _finetune_flags(ctx: typer.Context, spec: Any) -> dict[str, str]:
+    """Flags left over after the train options: only the model's ``finetune_options`` pass."""
+    from gentool.config import parse_extra_args, unknown_key_error
+
+    extra = parse_extra_args(ctx.args)
+    declared = spec.finetune_options or {}
+    for key in extra:
+        if key not in declared:
+            known = sorted({o for p in ctx.command.params for o in p.opts if o.startswith("--")}
+                           | {"--" + k.replace("_", "-") for k in declared})
+            raise unknown_key_error("--" + key.replace("_", "-"), known, "train")
+    return extra
 
 
 def _TRAIN_OPTION_NAMES() -> set[str]:
@@ -323,6 +355,10 @@ def _print_model_options(model: str) -> None:
         if declared:
             con.print(f"gentool {verb} {spec.name} also takes: "
                       + "; ".join(f"--{k.replace('_', '-')} ({v})" for k, v in declared.items()), markup=False)
+    if spec.finetune_options:
+        con.print(f"gentool train {spec.name} also takes: "
+                  + "; ".join(f"--{k.replace('_', '-')} ({v})" for k, v in spec.finetune_options.items())
+                  + f"; with --resume RUN they fine-tune RUN's weights into a new run", markup=False)
     if spec.config is None:
         con.print("This model has no options of its own.")
         return

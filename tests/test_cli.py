@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -85,6 +86,37 @@ def test_bad_options_give_one_line(toy_env, args, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_train_flag_names_the_close_one(toy_env):
+    proc = gentool("train", "toy", "--epoch", "3", env=toy_env)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == "error: unknown train option '--epoch'; did you mean --epochs?"
+
+
+def test_finetune_option_with_resume_starts_a_new_run_from_its_weights(toy_env):
+    import torch
+
+    from gentool.checkpoint import load_checkpoint
+
+    runs = Path(toy_env["GENTOOL_RUNS"]) / "toy"
+    assert gentool("train", "toy", "--epochs", "1", "-q", env=toy_env).returncode == 0
+    # a fine-tune flag alone with --resume: a new run, its config changed, weights taken from run1
+    # (lr 0 leaves them as loaded, so they must equal run1's exactly)
+    proc = gentool("train", "toy", "--resume", "run1", "--tune", "chat", "--epochs", "1", "--lr", "0", env=toy_env)
+    assert proc.returncode == 0, proc.stderr
+    assert "fine-tuning from" in proc.stdout and "run2" in proc.stdout
+    base, tuned = load_checkpoint(runs / "run1" / "last.safetensors"), load_checkpoint(runs / "run2" / "last.safetensors")
+    assert tuned.config["tune"] == "chat" and base.config["tune"] == ""
+    assert tuned.meta["step"] == base.meta["step"]  # a fresh count, not a continuation
+    a, b = base.state_dict("net"), tuned.state_dict("net")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # other model options still cannot change on a plain resume
+    proc = gentool("train", "toy", "--resume", "run1", "--set", "width=3", env=toy_env)
+    assert proc.returncode != 0 and "cannot change when resuming" in proc.stderr
+    # a fine-tune flag without --resume is an ordinary option
+    assert gentool("train", "toy", "--tune", "x", "--epochs", "1", "-q", env=toy_env).returncode == 0
+    assert load_checkpoint(runs / "run3" / "last.safetensors").config["tune"] == "x"
 
 
 def test_sample_without_a_run_says_how_to_get_one(toy_env):

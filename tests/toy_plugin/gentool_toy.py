@@ -18,9 +18,10 @@ class ToyConfig:
     sleep: float = field(default=0.0, metadata={"help": "Seconds to sleep in each step (for signal tests)."})
     nan_at_step: int = field(default=0, metadata={"help": "Make the loss NaN at this step (0: never)."})
     random_batches: bool = field(default=False, metadata={"help": "Draw batches with the global RNG (like random text crops)."})
+    tune: str = field(default="", metadata={"help": "A fine-tuning tag (a finetune option: --tune X with --resume RUN)."})
 
 
-def _task(config, data, lr):
+def _task(config, data, lr, init_from=None):
     import time
 
     import torch
@@ -34,6 +35,10 @@ def _task(config, data, lr):
             c, h, w = data.shape
             self.net = nn.Sequential(nn.Linear(config.width, 32), nn.Tanh(), nn.Linear(32, c * h * w))
             self.shape = (c, h, w)
+            if init_from is not None:
+                from gentool.checkpoint import load_checkpoint
+
+                load_checkpoint(init_from, model="toy").load_into({"net": self.net})
 
         def modules(self):
             return {"net": self.net}
@@ -75,14 +80,14 @@ def _task(config, data, lr):
 @gentool.hookimpl
 def gentool_register_models(register):
     register(ModelSpec(name="toy", family="test", summary="Test-only tiny generator", config=ToyConfig,
-                       epochs=2, batch_size=64, lr=1e-2))
+                       epochs=2, batch_size=64, lr=1e-2, finetune_options={"tune": "Fine-tuning tag."}))
 
 
 @gentool.hookimpl
 def gentool_train(model, job):
     if model != "toy":
         return None
-    return job.fit(_task(job.config, job.data, job.options.lr))
+    return job.fit(_task(job.config, job.data, job.options.lr, job.init_from))
 
 
 @gentool.hookimpl
