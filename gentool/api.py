@@ -159,3 +159,17 @@ class EvaluateJob:
         if self.data_loader is None:
             raise RuntimeError("this EvaluateJob has no data loader")
         return self.data_loader(name)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A named data set as a plugin registers it.
+
+    ``loader`` is called as ``loader(split=..., image_size=..., channels=...)`` and returns an
+    :class:`ImageDataset` or :class:`TextDataset`; ``kind`` is ``"image"`` or ``"text"``.
+    """
+
+    name: str
+    summary: str
+    loader: Callable[..., "ImageDataset | TextDataset"]
+    kind: str = "image"

@@ -8,8 +8,28 @@ with one line naming the file or folder.
 
 from __future__ import annotations
 
-from gentool.data.datasets import SPLITS, DatasetSpec, ImageDataset, TextDataset
-from gentool.data.registry import BUILTIN_DATASETS, load_dataset
+from typing import TYPE_CHECKING, Any
+
+from gentool.api import DatasetSpec
+
+if TYPE_CHECKING:
+    from gentool.data.datasets import SPLITS, ImageDataset, TextDataset
+    from gentool.data.registry import BUILTIN_DATASETS, load_dataset
+
+_LAZY = {"SPLITS": "datasets", "ImageDataset": "datasets", "TextDataset": "datasets",
+         "BUILTIN_DATASETS": "registry", "load_dataset": "registry"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the torch-backed parts on first use, so ``from gentool.data import DatasetSpec``
+    (what a plugin's registration hook needs) stays free of torch and start-up stays fast."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"gentool.data.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gentool.data' has no attribute {name!r}")
 
 __all__ = [
     "BUILTIN_DATASETS",

@@ -141,15 +141,5 @@ class TextDataset:
         }
 
 
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A named data set as a plugin registers it.
-
-    ``loader`` is called as ``loader(split=..., image_size=..., channels=...)`` and returns an
-    :class:`ImageDataset` or :class:`TextDataset`; ``kind`` is ``"image"`` or ``"text"``.
-    """
-
-    name: str
-    summary: str
-    loader: Callable[..., Union[ImageDataset, TextDataset]]
-    kind: str = "image"
+# DatasetSpec lives in the torch-free gentool.api (plugins register data sets without torch).
+from gentool.api import DatasetSpec  # noqa: E402
