@@ -1,0 +1,261 @@
+"""A decoder-only transformer in the Llama layout, in one readable file.
+
+token embedding -> n_layer x [RMSNorm -> causal self-attention with rotary positions -> residual;
+RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> lm_head (optionally tied to the embedding).
+
+The module and parameter names follow transformers' ``LlamaForCausalLM`` (``model.layers.0.
+self_attn.o_proj.weight`` and so on), except that q/k/v and gate/up are stacked into one matrix
+each (fewer, larger matrix products: faster for small models on a CPU); :mod:`gentool_gpt.export`
+splits them back. The rotary embedding uses Llama's "rotate half" convention, so logits agree.
+
+A :class:`KVCache` holds past keys and values for decoding: one forward over the prompt fills
+it (prefill), then each new token costs one forward of length 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class GPTConfig:
+    """The network's shape (what a checkpoint needs to rebuild it)."""
+
+    vocab_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    block_size: int
+    mlp_hidden: int
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+class KVCache:
+    """Preallocated keys and values, per layer ``[B, n_head, max_len, head_dim]``.
+
+    ``length`` is how many positions are filled; the model appends to it on every forward.
+    """
+
+    def __init__(self, n_layer: int, batch_size: int, n_head: int, max_len: int, head_dim: int,
+                 device: torch.device, dtype: torch.dtype):
+        shape = (batch_size, n_head, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.max_len = max_len
+        self.length = 0
+
+    def reset(self) -> None:
+        """Forget every position (the buffers are reused)."""
+        self.length = 0
+
+    def crop(self, n: int) -> None:
+        """Keep the first ``n`` positions only (e.g. to re-run from a shorter prefix)."""
+        if n < 0:
+            raise ValueError("crop length must be >= 0")
+        self.length = min(self.length, n)
+
+
+class RotaryEmbedding(nn.Module):
+    """cos/sin tables for rotary positions ("rotate half" layout, as transformers' Llama)."""
+
+    def __init__(self, head_dim: int, theta: float, max_len: int):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.max_len = max_len
+        cos, sin = self._table(torch.arange(max_len, dtype=torch.float32))
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def _table(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = pos[:, None] * self.inv_freq.to(pos.device)[None, :]
+        emb = torch.cat([angles, angles], dim=-1)
+        return emb.cos(), emb.sin()
+
+    def forward(self, start: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin ``[length, head_dim]`` for positions ``start .. start+length-1``."""
+        if start + length <= self.max_len:
+            return self.cos[start:start + length], self.sin[start:start + length]
+        pos = torch.arange(start, start + length, dtype=torch.float32, device=self.inv_freq.device)
+        return self._table(pos)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` ``[B, H, T, D]`` by the position angles (computed in x's dtype)."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return x * cos + _rotate_half(x) * sin
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation with a learned gain (no bias, no mean subtraction)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with rotary positions (q, k, v, o projections, no bias)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        d, self.n_head, self.head_dim = cfg.n_embd, cfg.n_head, cfg.head_dim
+        self.qkv_proj = nn.Linear(d, 3 * d, bias=False)  # q, k and v stacked: one matrix product
+        self.o_proj = nn.Linear(d, d, bias=False)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None,
+                layer: int) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv_proj(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        p = self.dropout if self.training else 0.0
+        if x.device.type == "cpu" and q.dtype != torch.float32:
+            # PyTorch's CPU attention kernels are several times slower in bf16 than in float32
+            # at these sizes: attend in float32 (also more exact), project back in x's dtype.
+            q, k, v = q.float(), k.float(), v.float()
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=p)
+        else:
+            start = cache.length
+            end = start + T
+            cache.k[layer][:B, :, start:end] = k
+            cache.v[layer][:B, :, start:end] = v
+            keys = cache.k[layer][:B, :, :end].to(q.dtype)
+            values = cache.v[layer][:B, :, :end].to(q.dtype)
+            if T == 1:
+                mask = None  # one new query sees every cached position
+            else:  # query i sits at position start + i and sees keys 0 .. start + i
+                qpos = torch.arange(start, end, device=x.device)[:, None]
+                mask = torch.arange(end, device=x.device)[None, :] <= qpos
+            y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=p)
+        y = y.transpose(1, 2).reshape(B, T, C).to(x.dtype)
+        return self.o_proj(y)
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x)), gate and up stacked in one matrix."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.gate_up_proj = nn.Linear(cfg.n_embd, 2 * cfg.mlp_hidden, bias=False)
+        self.down_proj = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    """One pre-norm transformer block."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None,
+                layer: int) -> torch.Tensor:
+        x = x + self.drop(self.self_attn(self.input_layernorm(x), cos, sin, cache, layer))
+        return x + self.drop(self.mlp(self.post_attention_layernorm(x)))
+
+
+class _Body(nn.Module):
+    """The part transformers calls ``model``: embedding, blocks, final norm."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
+
+
+class GPT(nn.Module):
+    """The language model: ``forward(idx)`` gives next-token logits ``[B, T, vocab]``."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.model = _Body(cfg)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.block_size)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.apply(self._init)
+        for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    @property
+    def block_size(self) -> int:
+        """The context length the model was trained on."""
+        return self.cfg.block_size
+
+    def num_parameters(self) -> int:
+        """Trainable parameters (a tied embedding counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def new_cache(self, batch_size: int, max_len: int) -> KVCache:
+        """An empty :class:`KVCache` on the model's device and dtype."""
+        p = self.lm_head.weight
+        return KVCache(self.cfg.n_layer, batch_size, self.cfg.n_head, max_len, self.cfg.head_dim, p.device, p.dtype)
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits ``[B, T, vocab]`` for token ids ``idx`` ``[B, T]``.
+
+        Without ``cache``: positions 0..T-1, causal attention. With ``cache``: positions start at
+        ``cache.length``, keys and values are appended, and ``cache.length`` grows by T.
+        """
+        return self.lm_head(self.hidden_states(idx, cache))
+
+    def hidden_states(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The final normalised hidden states ``[B, T, n_embd]`` (before ``lm_head``)."""
+        B, T = idx.shape
+        start = cache.length if cache is not None else 0
+        if cache is not None and start + T > cache.max_len:
+            raise ValueError(f"KV cache full: {start} + {T} tokens > max_len {cache.max_len}")
+        cos, sin = self.rotary(start, T)
+        x = self.drop(self.model.embed_tokens(idx))
+        for i, block in enumerate(self.model.layers):
+            x = block(x, cos, sin, cache, i)
+        if cache is not None:
+            cache.length = start + T
+        return self.model.norm(x)
+
+    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of next-token prediction (targets of -100 are ignored)."""
+        logits = self(idx)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)

@@ -1,0 +1,96 @@
+"""Chat fine-tuning: both JSON forms, masks on assistant turns only, errors, and an SFT'd model
+that answers in the template and stops at <|eot|>."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from gpt_helpers import TINY, gentool
+
+from gentool.checkpoint import load_checkpoint
+from gentool.errors import DataError
+from gentool_gpt.chat_template import IGNORE
+from gentool_gpt.sft import load_conversations, pack, parse_conversations
+from gentool_gpt.tokenizer import Tokenizer
+
+
+def test_both_json_forms_parse_to_the_same_messages(tmp_path):
+    share = [{"id": "a", "conversations": [{"from": "system", "value": "S"}, {"from": "human", "value": "Q"},
+                                           {"from": "gpt", "value": "A"}]}]
+    openai = [{"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
+                            {"role": "assistant", "content": "A"}]}]
+    expected = [[{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
+                 {"role": "assistant", "content": "A"}]]
+    assert parse_conversations(share) == parse_conversations(openai) == expected
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(o) for o in openai * 3))
+    assert load_conversations(tmp_path / "c.jsonl") == expected * 3
+    assert len(load_conversations("builtin")) > 100  # the embedded example set
+
+
+@pytest.mark.parametrize("doc, words", [
+    ([{"text": "hello"}], "'conversations' (ShareGPT) or 'messages'"),
+    ([{"conversations": [{"from": "robot", "value": "x"}]}], "unknown role"),
+    ([{"messages": [{"role": "user"}]}], "needs 'role' and 'content'"),
+    ([{"messages": [{"role": "user", "content": "only a question"}]}], "no conversation with an assistant turn"),
+])
+def test_bad_conversations_are_one_line_data_errors(doc, words):
+    with pytest.raises(DataError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        parse_conversations(doc, "f.json")
+
+
+def test_sharegpt_file_masks_only_assistant_tokens(sharegpt):
+    convs = load_conversations(sharegpt)
+    assert len(convs) == 500
+    tok = Tokenizer.train_char("".join(m["content"] for c in convs for m in c))
+    ids, labels = pack(tok, convs[:20])
+    assert len(ids) == len(labels)
+    role, inside = None, []
+    for i, lab in zip(ids, labels):  # walk the template: every kept token lies in an assistant turn
+        if i in (tok.special["<|user|>"], tok.special["<|assistant|>"], tok.special["<|system|>"]):
+            role = i
+            assert lab == IGNORE
+        elif lab != IGNORE:
+            assert role == tok.special["<|assistant|>"] and lab == i
+            inside.append(i)
+        else:
+            assert role != tok.special["<|assistant|>"] or i == tok.bos_id
+    answers = [m["content"] for c in convs[:20] for m in c if m["role"] == "assistant"]
+    assert tok.decode(inside) == "<|eot|>".join(answers) + "<|eot|>"
+
+
+def test_bad_sft_file_is_a_one_line_error_from_the_cli(env, tmp_path):
+    (tmp_path / "bad.json").write_text('[{"prompt": "x"}]')
+    res = gentool("train", "gpt", "--sft", "bad.json", *TINY, "-q", env=env)
+    assert res.returncode != 0
+    msg = (res.stderr + res.stdout).strip()
+    assert len(msg.splitlines()) == 1 and "bad.json" in msg and "Traceback" not in msg
+
+
+def test_finetune_a_pretrained_run_with_sft(env, tmp_path, sharegpt):
+    res = gentool("train", "gpt", "--epochs", "1", "--set", "iters_per_epoch=10", *TINY, "-q", env=env)
+    assert res.returncode == 0, res.stderr
+    res = gentool("train", "gpt", "--resume", "run1", "--sft", str(sharegpt), "--epochs", "1", "-q", env=env)
+    assert res.returncode == 0, res.stderr
+    runs = sorted(p.name for p in (tmp_path / "runs/gpt").iterdir())
+    assert runs == ["run1", "run2"]  # a new run; the pretrained one is left alone
+    pre = load_checkpoint(tmp_path / "runs/gpt/run1/last.safetensors")
+    sft = load_checkpoint(tmp_path / "runs/gpt/run2/last.safetensors")
+    assert sft.extra["kind"] == "sft" and sft.extra["tokenizer"] == pre.extra["tokenizer"]
+    assert sft.config["sft"] == str(sharegpt) and sft.config["n_embd"] == 32
+    res = gentool("evaluate", "gpt", "--json", "--conversations", "3", "--max-tokens", "20", env=env)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)["metrics"]
+    assert {"sft_val_loss", "chat_eot_rate", "chat_template_rate", "chat_answers"} <= set(out)
+    assert out["chat_answers"] == 3 and 0 <= out["chat_eot_rate"] <= 1
+
+
+@pytest.mark.slow
+def test_sft_model_answers_in_turn_format_and_stops(env, tmp_path, sharegpt):
+    """SFT from scratch on the ShareGPT file: the model learns to answer and to close its turn."""
+    res = gentool("train", "gpt", "--sft", str(sharegpt), "--epochs", "4", "--set", "iters_per_epoch=150",
+                  "--set", "block_size=128", "--batch-size", "16", "--precision", "bf16", "-q", env=env)
+    assert res.returncode == 0, res.stderr
+    res = gentool("evaluate", "gpt", "--json", "--conversations", "20", env=env)
+    out = json.loads(res.stdout)["metrics"]
+    assert out["chat_eot_rate"] >= 0.9 and out["chat_template_rate"] >= 0.9, out
