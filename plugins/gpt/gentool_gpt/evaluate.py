@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 import torch
-from gentool.errors import ConfigError
+from gentool.errors import ConfigError, DataError
 
 from gentool_gpt.data import eval_windows
 from gentool_gpt.loading import load_gpt
@@ -25,7 +25,10 @@ def text_metrics(model: Any, tokenizer: Any, text: str, device: torch.device,
     consecutive windows of the model's context."""
     T = block_size or model.block_size
     stream = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    x, y = eval_windows(stream, T)
+    try:
+        x, y = eval_windows(stream, T)
+    except ValueError as exc:  # a held-out text shorter than one context window
+        raise DataError(f"{exc}: give a longer text with --data FILE") from None
     total, count = 0.0, 0
     for i in range(0, len(x), EVAL_BATCH):
         t, c = masked_loss(model(x[i:i + EVAL_BATCH].to(device)), y[i:i + EVAL_BATCH].to(device))
@@ -54,12 +57,14 @@ def chat_metrics(model: Any, tokenizer: Any, convs: list, *, max_tokens: int = 2
     for conv in convs:
         last = max(i for i, m in enumerate(conv) if m["role"] == "assistant")
         prompt = render(tokenizer, conv[:last], add_generation_prompt=True)
+        # decoding stops at the first <|eot|> (not yielded): fewer than max_tokens + 1 tokens
+        # back means the answer closed its turn within max_tokens
         out = list(generate(model, prompt, max_new_tokens=max_tokens + 1, temperature=temperature,
-                            generator=generator))
-        stop = out.index(eot) if eot in out else None
-        answer = out[:stop] if stop is not None else out[:max_tokens]
-        ended += stop is not None and stop <= max_tokens
-        clean += stop is not None and not (set(answer) & others)
+                            generator=generator, stop_ids={eot}))
+        stopped = len(out) <= max_tokens
+        answer = out[:max_tokens]
+        ended += stopped
+        clean += stopped and not (set(answer) & others)
         lengths.append(len(answer))
         n += 1
     return {"chat_answers": n, "chat_eot_rate": ended / max(1, n), "chat_template_rate": clean / max(1, n),
@@ -75,6 +80,8 @@ def evaluate(job: Any) -> dict[str, Any]:
         n_conv = int(opts.get("conversations", 50))
     except ValueError as exc:
         raise ConfigError(f"bad evaluation option: {exc}") from None
+    if max_tokens < 1 or temperature < 0 or n_conv < 1:
+        raise ConfigError("bad evaluation option: --max-tokens and --conversations must be >= 1, --temperature >= 0")
     model, tok = load_gpt(job.checkpoint, job.device)
     extra = job.checkpoint.extra
     out: dict[str, Any] = {"tokenizer": tok.kind, "parameters": model.num_parameters()}
@@ -99,7 +106,10 @@ def evaluate(job: Any) -> dict[str, Any]:
                 for i in range(0, n, EVAL_BATCH):
                     t, c = masked_loss(model(x[i:i + EVAL_BATCH].to(job.device)), y[i:i + EVAL_BATCH].to(job.device))
                     total, count = total + float(t), count + int(c)
-            out["sft_val_loss"] = total / max(1, count)
+            if count:
+                out["sft_val_loss"] = total / count
+            else:  # held-out conversations shorter than one window: no assistant token scored
+                out["sft_note"] = f"held-out conversations shorter than one context window ({T} tokens): no sft_val_loss"
             gen = torch.Generator().manual_seed(job.seed)
             out.update(chat_metrics(model, tok, held[:n_conv], max_tokens=max_tokens, temperature=temperature,
                                     generator=gen))

@@ -278,6 +278,10 @@ def sample(job: Any) -> Any:
         raise ConfigError(f"bad sampling option: {exc}") from None
     if max_tokens < 1 or temperature < 0:
         raise ConfigError("--max-tokens must be >= 1 and --temperature >= 0")
+    if top_k is not None and top_k < 1:
+        raise ConfigError("--top-k must be at least 1 (or none)")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ConfigError("--top-p must be in (0, 1] (or none)")
     model, tok = load_gpt(job.checkpoint, job.device)
     ids = tok.encode(prompt) if prompt else start_ids(tok)
     texts = []

@@ -11,6 +11,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpt_helpers import SHARED  # noqa: E402
 
+# Tests never download: transformers and huggingface_hub (in this process and in every CLI
+# subprocess, which inherits os.environ) read only local files. Set before any test module
+# imports transformers, which reads these variables at import time.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
 
 @pytest.fixture
 def env(tmp_path, monkeypatch) -> dict[str, str]:

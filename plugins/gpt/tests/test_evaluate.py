@@ -13,7 +13,7 @@ from gentool_gpt.model import GPT, GPTConfig
 from gentool_gpt.tokenizer import Tokenizer
 
 
-def test_evaluate_cli_reports_loss_perplexity_and_bits_per_char(env):
+def test_evaluate_cli_reports_loss_perplexity_and_bits_per_char(env, tmp_path):
     assert gentool("train", "gpt", "--epochs", "1", "--set", "iters_per_epoch=5", *TINY, "-q", env=env).returncode == 0
     res = gentool("evaluate", "gpt", "--json", env=env)
     assert res.returncode == 0, res.stderr
@@ -24,6 +24,11 @@ def test_evaluate_cli_reports_loss_perplexity_and_bits_per_char(env):
     assert m["tokens"] == m["chars"] and math.isclose(m["bits_per_char"], m["val_loss"] / math.log(2), rel_tol=1e-9)
     bad = gentool("evaluate", "gpt", "--json", "--max-tokens", "many", env=env)
     assert bad.returncode != 0 and "bad evaluation option" in bad.stderr + bad.stdout
+    (tmp_path / "short.txt").write_text("far too short to fill one context window\n")
+    short = gentool("evaluate", "gpt", "--data", "short.txt", env=env)
+    msg = (short.stderr + short.stdout).strip()
+    assert short.returncode != 0 and len(msg.splitlines()) == 1 and "fewer than a window" in msg
+    assert "Traceback" not in msg and "this is a bug" not in msg
 
 
 def test_bits_per_char_counts_characters_not_tokens_for_bpe():

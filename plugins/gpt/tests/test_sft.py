@@ -94,3 +94,43 @@ def test_sft_model_answers_in_turn_format_and_stops(env, tmp_path, sharegpt):
     res = gentool("evaluate", "gpt", "--json", "--conversations", "20", env=env)
     out = json.loads(res.stdout)["metrics"]
     assert out["chat_eot_rate"] >= 0.9 and out["chat_template_rate"] >= 0.9, out
+
+
+def test_sft_training_and_validation_batches_target_only_assistant_tokens(tmp_path):
+    """The windows the optimiser sees: y is x shifted by one, kept only where the next token is the
+    assistant's (its words or its <|eot|>); user, system and role tokens are never targets."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from gentool_gpt.configs import GPTTrainConfig
+    from gentool_gpt.task import sft_task
+
+    convs = [{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": f"q{i} what?"},
+                           {"role": "assistant", "content": f"answer {i}!"}, {"role": "user", "content": "more"},
+                           {"role": "assistant", "content": "done."}]} for i in range(40)]
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(convs))
+    cfg = GPTTrainConfig(n_layer=1, n_head=2, n_embd=16, block_size=24, iters_per_epoch=5, sft=str(path))
+    job = SimpleNamespace(config=cfg, init_from=None, quiet=True,
+                          options=SimpleNamespace(lr=1e-3, epochs=1, precision="fp32", data="tales"))
+    task = sft_task(cfg, job)
+    tok = task.tokenizer
+    answer_ids = set(tok.encode("".join(f"answer {i}!" for i in range(40)) + "done.")) | {tok.eot_id}
+    torch.manual_seed(0)
+    batches = list(task.batches(0, 8, 0, 1, 0)) + [(task.val_x, task.val_y)]
+    kept = 0
+    for x, y in batches:
+        keep = y != IGNORE
+        assert keep.any() and (~keep).any()
+        for row_x, row_y in zip(x, y):
+            for t in range(len(row_x) - 1):  # a target is the next input token
+                if row_y[t] != IGNORE:
+                    assert int(row_y[t]) == int(row_x[t + 1])
+        assert set(y[keep].tolist()) <= answer_ids
+        kept += int(keep.sum())
+    # the role tokens and the user's words never appear as targets
+    never = {tok.special[s] for s in ("<|user|>", "<|assistant|>", "<|system|>", "<|bos|>")} | set(tok.encode("q?"))  # only in questions
+    for _, y in batches:
+        assert not (set(y[y != IGNORE].tolist()) & never)
+    assert kept > 50

@@ -50,6 +50,9 @@ def test_pretrain_on_default_data_loss_falls_then_sample(env, tmp_path):
     assert (tmp_path / "s2/samples.txt").read_text() == (tmp_path / "s/samples.txt").read_text()  # seeded
     bad = gentool("sample", "gpt", "--temprature", "1", env=env)
     assert bad.returncode != 0 and "--temperature" in (bad.stderr + bad.stdout)
+    for flag, value in (("--top-p", "2"), ("--top-k", "0")):  # refused, not silently ignored
+        bad = gentool("sample", "gpt", flag, value, "--max-tokens", "5", env=env)
+        assert bad.returncode != 0 and flag in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
 
 
 def test_resume_is_exact_and_bpe_trains(env, tmp_path):
