@@ -1,0 +1,94 @@
+"""The options of the three GAN models (``--set key=value`` or a TOML ``[model]`` table).
+
+No torch here: the plugin's entry point imports this module to register the models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+LossName = Literal["ns", "hinge", "lsgan", "wgan-gp"]
+
+
+@dataclass
+class GANConfig:
+    """Options every GAN shares: losses, the two optimizers, EMA, validation."""
+
+    z_dim: int = field(default=64, metadata={"help": "Size of the latent noise vector z."})
+    loss: LossName = field(default="ns", metadata={
+        "help": "Adversarial loss: ns (non-saturating), hinge, lsgan (least squares), wgan-gp (Wasserstein + gradient penalty)."})
+    spectral_norm: bool = field(default=False, metadata={"help": "Spectral normalisation on the discriminator's layers."})
+    g_lr: float | None = field(default=None, metadata={"help": "Generator learning rate (default: --lr)."})
+    d_lr: float | None = field(default=None, metadata={"help": "Discriminator learning rate (default: --lr)."})
+    beta1: float = field(default=0.5, metadata={"help": "Adam beta1 of both optimizers."})
+    beta2: float = field(default=0.999, metadata={"help": "Adam beta2 of both optimizers."})
+    n_critic: int = field(default=1, metadata={"help": "Discriminator steps per generator step (5 is usual for wgan-gp)."})
+    gp_weight: float = field(default=10.0, metadata={"help": "Gradient-penalty weight (wgan-gp only)."})
+    ema_decay: float = field(default=0.999, metadata={
+        "help": "Decay of the EMA copy of the generator used for sampling and evaluation (0: the raw generator)."})
+    val_samples: int = field(default=1000, metadata={
+        "help": "EMA samples scored by Fréchet distance after each epoch to pick best.safetensors (0: no validation)."})
+
+    def __post_init__(self) -> None:
+        if self.z_dim < 1:
+            raise ValueError("z_dim must be at least 1")
+        for name in ("g_lr", "d_lr"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(f"{name} must be positive")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError("beta1 and beta2 must lie in [0, 1)")
+        if self.n_critic < 1:
+            raise ValueError("n_critic must be at least 1")
+        if self.gp_weight < 0:
+            raise ValueError("gp_weight must be >= 0")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError("ema_decay must lie in [0, 1)")
+        if self.val_samples < 0 or 0 < self.val_samples < 10:
+            raise ValueError("val_samples must be 0 (off) or at least 10")
+
+
+@dataclass
+class MLPGANConfig(GANConfig):
+    """The vanilla GAN: fully connected generator and discriminator (Goodfellow et al. 2014)."""
+
+    g_hidden: tuple[int, ...] = field(default=(256, 512), metadata={"help": "Generator hidden widths."})
+    d_hidden: tuple[int, ...] = field(default=(512, 256), metadata={"help": "Discriminator hidden widths."})
+    dropout: float = field(default=0.0, metadata={"help": "Dropout in the discriminator."})
+    mbstd: bool = field(default=False, metadata={
+        "help": "Give the discriminator's last layer the batch's feature spread (minibatch standard deviation, Karras 2018), against mode collapse."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.g_hidden or not self.d_hidden or min(self.g_hidden + self.d_hidden) < 1:
+            raise ValueError("g_hidden and d_hidden need at least one positive width")
+        if not 0 <= self.dropout < 1:
+            raise ValueError("dropout must lie in [0, 1)")
+
+
+@dataclass
+class CGANConfig(MLPGANConfig):
+    """The conditional GAN: the label goes to both networks (Mirza & Osindero 2014)."""
+
+    embed_dim: int = field(default=10, metadata={"help": "Size of the generator's label embedding."})
+    conditioning: Literal["projection", "concat"] = field(default="projection", metadata={
+        "help": "How the discriminator sees the label: projection (inner product with its features) or concat (one-hot joined to the input)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.embed_dim < 1:
+            raise ValueError("embed_dim must be at least 1")
+
+
+@dataclass
+class DCGANConfig(GANConfig):
+    """DCGAN: strided convolutions, transposed convolutions, batch norm (Radford et al. 2015)."""
+
+    g_width: int = field(default=64, metadata={"help": "Channels of the generator's last hidden layer (doubling towards z)."})
+    d_width: int = field(default=64, metadata={"help": "Channels of the discriminator's first layer (doubling with depth)."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.g_width < 1 or self.d_width < 1:
+            raise ValueError("g_width and d_width must be at least 1")

@@ -1,0 +1,98 @@
+"""``gentool evaluate gan|cgan|dcgan``: sample quality against held-out real images, and for cgan
+whether the samples are of the asked class.
+
+- ``fd``, ``kid_mean``/``kid_std``, ``precision``, ``recall``, ``density``, ``coverage`` of ``-n``
+  EMA samples against the held-out split, in the feature space named under ``features`` (the
+  offline ``gentool-cnn`` trained on the training split by default: its Fréchet distance is not
+  Inception FID).
+- cgan ``class_faithfulness``: the share of samples that an independent classifier (the
+  gentool-cnn, trained on the real training split's labels, never on generated images) assigns
+  to the label they were drawn for; ``classifier_test_accuracy`` says how good that judge is.
+- cgan ``cas``: the Classification Accuracy Score (Ravuri & Vinyals 2019): a classifier trained on
+  generated images only, tested on the real test split, beside ``cas_real_baseline``, the same
+  classifier trained on as many real training images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from gentool.errors import GentoolError
+
+from gentool_gan.sampling import load_generator, parse_bool, parse_int
+from gentool_gan.task import generate
+
+CAS_MAX_IMAGES = 10_000
+
+
+def accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, side: int, device: Any) -> float:
+    """Top-1 accuracy of a gentool SmallCNN ``net`` on uint8 or [0, 1] images."""
+    from gentool.metrics import prepare_images
+
+    channels = 1 if images.shape[1] == 1 else 3
+    correct = 0
+    net.eval()
+    with torch.no_grad():
+        for s in range(0, len(images), 512):
+            x = prepare_images(images[s : s + 512], channels, (side, side), antialias=True).to(device)
+            correct += int((net(x).argmax(1).cpu() == labels[s : s + 512]).sum())
+    return correct / max(1, len(images))
+
+
+def classification_accuracy_score(g: torch.nn.Module, z_dim: int, num_classes: int, train: Any, test: Any,
+                                  count: int, epochs: int | None, seed: int, device: Any) -> dict[str, float]:
+    """CAS: train the gentool SmallCNN on ``count`` generated images (balanced labels) and, for the
+    baseline, on ``count`` real training images; both tested on the real ``test`` split."""
+    from gentool.metrics.features import MAX_CNN_SIDE, train_cnn
+
+    side = int(min(max(train.images.shape[-2:]), MAX_CNN_SIDE))
+    labels = torch.arange(count) % num_classes
+    fake = generate(g, count, torch.Generator().manual_seed(seed + 1), device, z_dim, labels)
+    net_fake, _, ran = train_cnn(fake, labels, num_classes, side=side, epochs=epochs, seed=seed, device=device)
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 2))[:count]
+    net_real, _, _ = train_cnn(train.images[idx], train.labels[idx], num_classes, side=side, epochs=epochs,
+                               seed=seed, device=device)
+    return {"cas": accuracy(net_fake, test.images, test.labels, side, device),
+            "cas_real_baseline": accuracy(net_real, test.images, test.labels, side, device),
+            "cas_images": int(count), "cas_epochs": int(ran)}
+
+
+def evaluate(model: str, job: Any) -> dict[str, Any]:
+    """The ``gentool_evaluate`` hook body for ``model``."""
+    from gentool.metrics import compute_image_metrics, get_extractor
+
+    opts = dict(job.options)
+    g, cfg, num_classes, _ = load_generator(model, job.checkpoint, job.device)
+    test = job.data
+    if tuple(test.shape) != tuple(job.checkpoint.data["shape"]):
+        raise GentoolError(f"the evaluation images are {tuple(test.shape)}, the model makes {tuple(job.checkpoint.data['shape'])}")
+    train = job.split("train")
+    conditional = model == "cgan"
+    labels = torch.arange(job.n) % num_classes if conditional else None
+    fake = generate(g, job.n, torch.Generator().manual_seed(job.seed), job.device, cfg.z_dim, labels)
+    ext = get_extractor(job.features, train, device=job.device)
+    result: dict[str, Any] = {"sampler": "g_ema (EMA generator)", **compute_image_metrics(test.images, fake, ext)}
+    if not conditional:
+        return result
+
+    judge = ext if getattr(ext, "task", None) == "labels" else get_extractor(None, train, device=job.device)
+    if getattr(judge, "task", None) != "labels":
+        raise GentoolError(f"cannot score class faithfulness: {train.name} has no labels to train a classifier on")
+    pred = torch.from_numpy(judge.predict(fake))
+    hit = (pred == labels).float()
+    per_class = [float(hit[labels == c].mean()) for c in range(num_classes) if (labels == c).any()]
+    result.update({"classifier": judge.name, "class_faithfulness": float(hit.mean()),
+                   "class_faithfulness_worst_class": float(np.min(per_class))})
+    if test.labels is not None:
+        result["classifier_test_accuracy"] = float((torch.from_numpy(judge.predict(test.images)) == test.labels).float().mean())
+    if parse_bool("cas", opts.get("cas"), True):
+        if test.labels is None or train.labels is None:
+            raise GentoolError("the Classification Accuracy Score needs labelled train and test data (or pass --cas false)")
+        count = parse_int("cas_images", opts.get("cas_images"), min(len(train), CAS_MAX_IMAGES), minimum=num_classes)
+        epochs = parse_int("cas_epochs", opts["cas_epochs"], 1) if "cas_epochs" in opts else None
+        result.update(classification_accuracy_score(g, cfg.z_dim, num_classes, train, test, count, epochs,
+                                                    job.seed, job.device))
+    return result

@@ -1,0 +1,160 @@
+"""``gentool sample gan|cgan|dcgan``: images from the EMA generator stored in a checkpoint.
+
+``--label 3`` / ``--label seven`` / ``--label all`` choose classes (cgan), ``--interpolate``
+writes a latent walk (``interpolation.gif`` in the output folder, its frames as the samples).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gentool.config import config_from_dict
+from gentool.errors import ConfigError
+
+from gentool_gan.task import CONFIGS, generate, make_networks
+
+TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def load_generator(model: str, ckpt: Any, device: torch.device) -> tuple[nn.Module, Any, int | None, list[str] | None]:
+    """The EMA generator of ``ckpt`` on ``device`` (eval mode), its config, class count and names."""
+    cfg = config_from_dict(CONFIGS[model], ckpt.config)
+    data = ckpt.data
+    names = data.get("class_names")
+    num_classes = (ckpt.extra or {}).get("num_classes") if model == "cgan" else None
+    if model == "cgan" and not num_classes:
+        num_classes = data.get("num_classes") or (len(names) if names else None)
+    g, _ = make_networks(model, tuple(data["shape"]), num_classes, cfg)
+    ckpt.load_into({"g_ema": g})
+    return g.to(device).eval(), cfg, num_classes, names
+
+
+def parse_bool(key: str, raw: str | None, default: bool) -> bool:
+    """A true/false flag value (a bare ``--flag`` arrives as ``"true"``)."""
+    if raw is None:
+        return default
+    v = str(raw).strip().lower()
+    if v in TRUE:
+        return True
+    if v in FALSE:
+        return False
+    raise ConfigError(f"--{key.replace('_', '-')} takes true or false, got {raw!r}")
+
+
+def parse_int(key: str, raw: str | None, default: int, minimum: int = 1) -> int:
+    """A whole-number flag value of at least ``minimum``."""
+    if raw is None:
+        return default
+    try:
+        v = int(str(raw))
+    except ValueError:
+        raise ConfigError(f"--{key.replace('_', '-')} takes a whole number, got {raw!r}") from None
+    if v < minimum:
+        raise ConfigError(f"--{key.replace('_', '-')} must be at least {minimum}, got {v}")
+    return v
+
+
+def parse_label(raw: str, num_classes: int, names: list[str] | None) -> int | str:
+    """A class id from an id or a class name, or ``"all"``; a ConfigError naming the choices otherwise."""
+    text = str(raw).strip()
+    if text.lower() == "all":
+        return "all"
+    if names and text in names:
+        return names.index(text)
+    lowered = [n.lower() for n in names] if names else []
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    if text.lstrip("-").isdigit():
+        y = int(text)
+        if 0 <= y < num_classes:
+            return y
+        raise ConfigError(f"--label {y} is out of range: this model has classes 0..{num_classes - 1}")
+    shown = ", ".join(names[:20]) + (", ..." if names and len(names) > 20 else "") if names else f"0..{num_classes - 1}"
+    raise ConfigError(f"unknown class {text!r}: use a class id, a name ({shown}) or 'all'")
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between latent vectors ``a`` and ``b`` at fractions ``t`` ``[T]``:
+    stays at the norm Gaussian noise has, unlike a straight line through the origin's shell."""
+    an, bn = a / a.norm(), b / b.norm()
+    omega = torch.arccos((an * bn).sum().clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    t = t[:, None]
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+def latent_walk(n: int, keyframes: int, z_dim: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` latent points on a path through ``keyframes`` random points (slerp between them)."""
+    keys = torch.randn(keyframes, z_dim, generator=generator)
+    t = torch.linspace(0, keyframes - 1, n)
+    seg = t.floor().clamp(max=keyframes - 2).long()
+    out = torch.empty(n, z_dim)
+    for s in seg.unique().tolist():
+        sel = seg == s
+        out[sel] = slerp(keys[s], keys[s + 1], t[sel] - s)
+    return out
+
+
+def write_gif(frames: list[torch.Tensor], path: Path, nrow: int, ms: int = 120) -> Path:
+    """An animated GIF whose frame i is a grid of ``frames[i]`` (``[k, C, H, W]`` in [0, 1])."""
+    from PIL import Image
+
+    from gentool.images import make_grid
+
+    pics = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in (make_grid(f, nrow) for f in frames)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pics[0].save(tmp, format="GIF", save_all=True, append_images=pics[1:], duration=ms, loop=0)
+    tmp.replace(path)
+    return path
+
+
+def sample(model: str, job: Any) -> Any:
+    """The ``gentool_sample`` hook body for ``model``."""
+    from gentool.api import SampleResult
+
+    opts = dict(job.options)
+    g, cfg, num_classes, names = load_generator(model, job.checkpoint, job.device)
+    label: int | str | None = None
+    if "label" in opts:
+        if model != "cgan":
+            raise ConfigError(f"{model} is unconditional: --label needs a cgan checkpoint")
+        label = parse_label(opts["label"], num_classes, names)
+    interpolate = parse_bool("interpolate", opts.get("interpolate"), False)
+    keyframes = parse_int("keyframes", opts.get("keyframes"), 4, minimum=2)
+    if "keyframes" in opts and not interpolate:
+        raise ConfigError("--keyframes only applies with --interpolate")
+    n = job.n
+    conditional = model == "cgan"
+
+    if interpolate:
+        z = latent_walk(n, keyframes, cfg.z_dim, job.generator)
+        classes = list(range(num_classes)) if label == "all" else [label if label is not None else 0] if conditional else [None]
+        rows = []
+        for c in classes:
+            y = torch.full((n,), c, dtype=torch.long) if c is not None else None
+            rows.append(generate(g, n, job.generator, job.device, cfg.z_dim, y, z=z))
+        frames = [torch.stack([r[i] for r in rows]) for i in range(n)]
+        gif = write_gif(frames, Path(job.out) / "interpolation.gif", nrow=len(rows))
+        images = torch.cat(rows)
+        labels = torch.tensor(classes).repeat_interleave(n) if conditional else None
+        return SampleResult(images=images, labels=labels, nrow=n, files=[gif])
+
+    if not conditional:
+        return SampleResult(images=generate(g, n, job.generator, job.device, cfg.z_dim))
+    if label == "all":
+        labels = torch.arange(num_classes).repeat_interleave(n)  # a row of n per class
+        nrow = n
+    elif label is not None:
+        labels = torch.full((n,), int(label), dtype=torch.long)
+        nrow = None
+    else:
+        labels = torch.arange(n) % num_classes  # balanced: as many of each class (for --as-dataset)
+        nrow = num_classes if n >= num_classes else None
+    images = generate(g, len(labels), job.generator, job.device, cfg.z_dim, labels)
+    return SampleResult(images=images, labels=labels, nrow=nrow)
+
