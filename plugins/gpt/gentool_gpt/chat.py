@@ -276,6 +276,13 @@ class ChatSession:
     # -- the terminal loop ------------------------------------------------------------------
     def loop(self) -> int:
         """Read, answer, repeat, until /exit, Ctrl-D or Ctrl-C at the prompt."""
+        import signal
+        import threading
+
+        # Ctrl-C must stop an answer even when gentool was started with SIGINT ignored (a
+        # background job, nohup): Python then keeps SIG_IGN instead of raising KeyboardInterrupt.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         history_file = _setup_readline()
         desc = self.backend.describe()
         self.out.write(f"chatting with {desc.get('model')} ({desc.get('backend')}, {desc.get('device')}); "

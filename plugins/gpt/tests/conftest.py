@@ -11,18 +11,24 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpt_helpers import SHARED  # noqa: E402
 
-# Tests never download: transformers and huggingface_hub (in this process and in every CLI
-# subprocess, which inherits os.environ) read only local files. Set before any test module
-# imports transformers, which reads these variables at import time.
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Tests never download: every CLI subprocess gets HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE through
+# `env`, and in-process tests get them through the autouse fixture below. Not set on os.environ
+# at import time: this conftest is loaded while collecting the whole suite, and a global offline
+# switch would change the core's hub tests.
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    for key, value in OFFLINE.items():
+        monkeypatch.setenv(key, value)
 
 
 @pytest.fixture
 def env(tmp_path, monkeypatch) -> dict[str, str]:
     monkeypatch.chdir(tmp_path)
     return {**os.environ, "GENTOOL_RUNS": str(tmp_path / "runs"), "GENTOOL_CACHE": str(tmp_path / "cache"),
-            "GENTOOL_PLUGINS": "gpt", "OMP_NUM_THREADS": "1"}
+            "GENTOOL_PLUGINS": "gpt", "OMP_NUM_THREADS": "1", **OFFLINE}
 
 
 @pytest.fixture
