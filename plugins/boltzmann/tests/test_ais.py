@@ -391,6 +391,21 @@ def test_dbm_ais_within_0_1_nats_of_exact(base):
     assert_ais_agrees(est, exact)
 
 
+def test_dbm_ais_along_the_other_parity_agrees_with_exact():
+    """The second AIS path of benchmarks/dbm_ais_steps.py: a linkless one-unit layer below v makes
+    (v, h2) the chains' state and h1 the summed-out layer; log Z grows by exactly log 2."""
+    g = torch.Generator().manual_seed(0)
+    Ws = [torch.randn(12, 8, generator=g, dtype=torch.float64) * 0.8,
+          torch.randn(8, 6, generator=g, dtype=torch.float64) * 0.8]
+    bs = [torch.randn(n, generator=g, dtype=torch.float64) * 0.5 for n in (12, 8, 6)]
+    exact = ais.dbm_log_z_exact(Ws, bs)
+    pad_W = [torch.zeros(1, 12, dtype=torch.float64)] + Ws
+    pad_b = [torch.zeros(1, dtype=torch.float64)] + bs
+    assert ais.dbm_log_z_exact(pad_W, pad_b) == pytest.approx(exact + math.log(2), abs=1e-9)
+    est = ais.dbm_ais(pad_W, pad_b, runs=200, steps=5000, generator=torch.Generator().manual_seed(1))
+    assert abs(est.log_z - math.log(2) - exact) < 0.1
+
+
 def test_dbm_ais_three_hidden_layers_and_rbm_as_dbm():
     Ws, bs = small_dbm((6, 5, 4, 5), seed=30, std=0.8)  # odd layers 9 units, even 10: both enumerable
     est = ais.dbm_ais(Ws, bs, runs=100, steps=3000, generator=gen(6))
