@@ -154,6 +154,21 @@ def parse_extra_args(args: list[str] | None) -> dict[str, str]:
     return out
 
 
+def flag_value(options: Mapping[str, Any], key: str, tp: Any, default: Any, *, minimum: float | None = None) -> Any:
+    """A model flag from ``job.options`` (``--key VALUE`` on sample/evaluate) as type ``tp``.
+
+    ``default`` when absent; otherwise converted like a config field (a bare ``--flag`` is
+    ``"true"``), and a bad value or one below ``minimum`` is a one-line ConfigError naming the flag.
+    """
+    if key not in options:
+        return default
+    flag = "--" + key.replace("_", "-")
+    value = parse_value(tp, options[key], key=flag)
+    if minimum is not None and value is not None and value < minimum:
+        raise ConfigError(f"{flag} must be at least {minimum}, got {value}")
+    return value
+
+
 def unknown_key_error(key: str, known: list[str], where: str) -> ConfigError:
     """A ConfigError for an unknown option, with the closest known names."""
     close = difflib.get_close_matches(key, known, n=3)

@@ -56,3 +56,17 @@ def test_fields_show_types_and_help():
     assert info["layers"].help == "hidden sizes" and info["layers"].type_name == "int,..."
     assert info["visible"].type_name == "bernoulli|gaussian"
     assert info["k"].type_name == "int or none"
+
+
+def test_flag_value_converts_defaults_and_refuses_bad_values():
+    from gentool.config import flag_value
+
+    opts = {"probe": "false", "runs": "3", "bare": "true", "word": "maybe", "small": "1"}
+    assert flag_value(opts, "probe", bool, True) is False
+    assert flag_value(opts, "bare", bool, False) is True
+    assert flag_value(opts, "runs", int, 100, minimum=2) == 3
+    assert flag_value(opts, "absent", int, 7) == 7
+    with pytest.raises(ConfigError, match="--word"):
+        flag_value(opts, "word", bool, True)
+    with pytest.raises(ConfigError, match="--small must be at least 2, got 1"):
+        flag_value(opts, "small", int, 100, minimum=2)

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torch
 
 from gentool.data import ImageDataset
-from gentool.errors import ConfigError
+from gentool.config import flag_value
 
 from gentool_boltzmann.common import binarized, linear_probe
 
@@ -15,17 +15,12 @@ from gentool_boltzmann.common import binarized, linear_probe
 def settings(job: Any) -> dict[str, Any]:
     """The ``gentool evaluate`` flags of the Boltzmann models, parsed and checked."""
     o = job.options
-    try:
-        out = {
-            "ais_runs": int(o.get("ais_runs", 100)),
-            "ais_steps": int(o.get("ais_steps", 14500)),
-            "probe": str(o.get("probe", "true")).lower() not in ("0", "false", "no", "off"),
-            "max_test": int(o["max_test"]) if "max_test" in o else None,
-        }
-    except ValueError as exc:
-        raise ConfigError(f"bad evaluation option: {exc}") from None
-    if out["ais_runs"] < 2 or out["ais_steps"] < 10:
-        raise ConfigError("--ais-runs must be at least 2 and --ais-steps at least 10")
+    out = {
+        "ais_runs": flag_value(o, "ais_runs", int, 100, minimum=2),
+        "ais_steps": flag_value(o, "ais_steps", int, 14500, minimum=10),
+        "probe": flag_value(o, "probe", bool, True),
+        "max_test": flag_value(o, "max_test", int, None, minimum=1),
+    }
     return out
 
 

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from gentool.config import flag_value
 from gentool.errors import GentoolError
 
-from gentool_gan.sampling import load_generator, parse_bool, parse_int
+from gentool_gan.sampling import load_generator
 from gentool_gan.task import generate
 
 CAS_MAX_IMAGES = 10_000
@@ -88,11 +89,11 @@ def evaluate(model: str, job: Any) -> dict[str, Any]:
                    "class_faithfulness_worst_class": float(np.min(per_class))})
     if test.labels is not None:
         result["classifier_test_accuracy"] = float((torch.from_numpy(judge.predict(test.images)) == test.labels).float().mean())
-    if parse_bool("cas", opts.get("cas"), True):
+    if flag_value(opts, "cas", bool, True):
         if test.labels is None or train.labels is None:
             raise GentoolError("the Classification Accuracy Score needs labelled train and test data (or pass --cas false)")
-        count = parse_int("cas_images", opts.get("cas_images"), min(len(train), CAS_MAX_IMAGES), minimum=num_classes)
-        epochs = parse_int("cas_epochs", opts["cas_epochs"], 1) if "cas_epochs" in opts else None
+        count = flag_value(opts, "cas_images", int, min(len(train), CAS_MAX_IMAGES), minimum=num_classes)
+        epochs = flag_value(opts, "cas_epochs", int, None, minimum=1)
         result.update(classification_accuracy_score(g, cfg.z_dim, num_classes, train, test, count, epochs,
                                                     job.seed, job.device))
     return result

@@ -12,12 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from gentool.config import config_from_dict
+from gentool.config import config_from_dict, flag_value
 from gentool.errors import ConfigError
 
 from gentool_gan.task import CONFIGS, generate, make_networks
 
-TRUE, FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
 def load_generator(model: str, ckpt: Any, device: torch.device) -> tuple[nn.Module, Any, int | None, list[str] | None]:
@@ -31,31 +30,6 @@ def load_generator(model: str, ckpt: Any, device: torch.device) -> tuple[nn.Modu
     g, _ = make_networks(model, tuple(data["shape"]), num_classes, cfg)
     ckpt.load_into({"g_ema": g})
     return g.to(device).eval(), cfg, num_classes, names
-
-
-def parse_bool(key: str, raw: str | None, default: bool) -> bool:
-    """A true/false flag value (a bare ``--flag`` arrives as ``"true"``)."""
-    if raw is None:
-        return default
-    v = str(raw).strip().lower()
-    if v in TRUE:
-        return True
-    if v in FALSE:
-        return False
-    raise ConfigError(f"--{key.replace('_', '-')} takes true or false, got {raw!r}")
-
-
-def parse_int(key: str, raw: str | None, default: int, minimum: int = 1) -> int:
-    """A whole-number flag value of at least ``minimum``."""
-    if raw is None:
-        return default
-    try:
-        v = int(str(raw))
-    except ValueError:
-        raise ConfigError(f"--{key.replace('_', '-')} takes a whole number, got {raw!r}") from None
-    if v < minimum:
-        raise ConfigError(f"--{key.replace('_', '-')} must be at least {minimum}, got {v}")
-    return v
 
 
 def parse_label(raw: str, num_classes: int, names: list[str] | None) -> int | str:
@@ -124,8 +98,8 @@ def sample(model: str, job: Any) -> Any:
         if model != "cgan":
             raise ConfigError(f"{model} is unconditional: --label needs a cgan checkpoint")
         label = parse_label(opts["label"], num_classes, names)
-    interpolate = parse_bool("interpolate", opts.get("interpolate"), False)
-    keyframes = parse_int("keyframes", opts.get("keyframes"), 4, minimum=2)
+    interpolate = flag_value(opts, "interpolate", bool, False)
+    keyframes = flag_value(opts, "keyframes", int, 4, minimum=2)
     if "keyframes" in opts and not interpolate:
         raise ConfigError("--keyframes only applies with --interpolate")
     n = job.n

@@ -24,6 +24,17 @@ def _offline(monkeypatch):
         monkeypatch.setenv(key, value)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run fastest on one thread, and a busy 2-core machine stays usable."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def env(tmp_path, monkeypatch) -> dict[str, str]:
     monkeypatch.chdir(tmp_path)

@@ -24,14 +24,6 @@ TEMPLATE = ("{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['conte
             "{% if add_generation_prompt %}[assistant] {% endif %}")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_llama(folder: Path, seed: int = 0) -> Path:
     """A randomly initialised 2-layer LlamaForCausalLM and a byte-level BPE tokenizer with a chat
     template, saved the way a published model is (safetensors, config.json, tokenizer files)."""

@@ -27,14 +27,6 @@ TIMEOUT = 120
 ANSWERS = {"hi": "hello there!", "who are you?": "a tiny model."}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _env(root: Path) -> dict[str, str]:
     return {**os.environ, "GENTOOL_RUNS": str(root / "runs"), "GENTOOL_CACHE": str(root / "cache"),
             "GENTOOL_PLUGINS": "gpt", "OMP_NUM_THREADS": "1", "TERM": "dumb", "HF_HUB_OFFLINE": "1"}

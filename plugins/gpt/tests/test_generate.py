@@ -14,15 +14,6 @@ from gentool_gpt.generate import KEEP_FRACTION, IncrementalDecoder, generate, sa
 from gentool_gpt.model import GPT, GPTConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks decode fastest on one thread, and a busy 2-core machine stays usable."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_gpt(block_size: int = 32, vocab: int = 50, seed: int = 0) -> GPT:
     """A small random GPT with large weights, so its greedy output varies from token to token."""
     torch.manual_seed(seed)
