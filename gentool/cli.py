@@ -520,6 +520,8 @@ def evaluate(
         from gentool.checkpoint import write_atomic
 
         write_atomic(path.parent / "eval.json", json.dumps(doc, indent=2).encode())
+    if isinstance(metrics.get("warning"), str):  # a figure the plugin withdrew, and why: said on stderr too
+        typer.echo(f"warning: {metrics['warning']}", err=True)
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return

@@ -12,6 +12,7 @@ data-parallel training under ``torchrun`` (rank 0 alone writes).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -289,6 +290,21 @@ def _rng_state(device: torch.device) -> dict[str, Any]:
                   "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
         "python": random.getstate(),
     }
+
+
+@contextlib.contextmanager
+def _rng_untouched(device: torch.device) -> Iterator[None]:
+    """Run the block without moving the training RNG streams (torch, CUDA, numpy, Python).
+
+    Validation, sample grids and pictures run between epochs; if they drew from the training
+    streams, a run's weights would depend on them (and on whether a cached feature extractor had
+    to be trained first), and a resumed run would drift from an uninterrupted one.
+    """
+    state = _rng_state(device)
+    try:
+        yield
+    finally:
+        _set_rng_state(state, device)
 
 
 def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
@@ -605,7 +621,7 @@ class _Fit:
         if world.is_main:
             for m in self.modules.values():
                 m.eval()
-            with torch.no_grad():
+            with torch.no_grad(), _rng_untouched(self.device):
                 val = task.validate()
             self.last_metrics = {**{f"train_{k}": v for k, v in means.items()}, **val}
             bad = next((k for k, v in self.last_metrics.items() if isinstance(v, float) and not math.isfinite(v)), None)
@@ -624,13 +640,10 @@ class _Fit:
                 self.best_value = value
             self.run_.log({"type": "epoch", "epoch": epoch + 1, "step": self.step, **self.last_metrics,
                            "epoch_time": round(seconds, 3)})
-            _save_samples(task, self.run_, epoch + 1, self.opts)
-            cpu_state = torch.get_rng_state()
-            try:
+            with _rng_untouched(self.device):
+                _save_samples(task, self.run_, epoch + 1, self.opts)
                 with torch.no_grad():
                     task.write_pictures(self.run_.dir, epoch + 1)
-            finally:
-                torch.set_rng_state(cpu_state)
             self.save_last()
             if improved:
                 self.save_best(monitor)
@@ -674,12 +687,8 @@ def _check_weights(modules: Mapping[str, torch.nn.Module]) -> None:
 
 def _save_samples(task: Task, run: Any, epoch: int, opts: Any) -> None:
     g = torch.Generator().manual_seed(opts.seed + 12345)  # the same noise every epoch: comparable grids
-    cpu_state = torch.get_rng_state()  # sampling must not disturb the training RNG stream
-    try:
-        with torch.no_grad():
-            out = task.sample(opts.sample_count, g)
-    finally:
-        torch.set_rng_state(cpu_state)
+    with torch.no_grad():
+        out = task.sample(opts.sample_count, g)
     if out is None:
         return
     run.samples_dir.mkdir(parents=True, exist_ok=True)

@@ -61,6 +61,18 @@ def test_same_seed_same_run_and_same_samples(toy_env, workdir):
     assert (workdir / "s1/grid.png").read_bytes() != (workdir / "s3/grid.png").read_bytes()
 
 
+def test_validation_does_not_move_the_training_random_streams(toy_env, workdir):
+    """A validate() that draws random numbers (as training a cached feature extractor does) must
+    not change the weights: else a run depends on what its validation did, and a resumed run
+    drifts from an uninterrupted one."""
+    for name, draws in (("quiet", "0"), ("noisy", "1000")):
+        gentool("train", "toy", "--epochs", "2", "--seed", "3", "--set", f"val_draws={draws}", "--name", name, "-q",
+                env=toy_env, check=True)
+    runs = workdir / "runs" / "toy"
+    assert "val_noise" in (runs / "noisy/metrics.jsonl").read_text()
+    assert _same(_weights(runs / "quiet/last.safetensors"), _weights(runs / "noisy/last.safetensors"))
+
+
 def test_run_folder_has_config_metrics_checkpoints_samples_and_plot(toy_env, workdir):
     gentool("train", "toy", "--epochs", "2", "-q", env=toy_env, check=True)
     run = workdir / "runs" / "toy" / "run1"

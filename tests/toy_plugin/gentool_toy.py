@@ -18,6 +18,7 @@ class ToyConfig:
     sleep: float = field(default=0.0, metadata={"help": "Seconds to sleep in each step (for signal tests)."})
     nan_at_step: int = field(default=0, metadata={"help": "Make the loss NaN at this step (0: never)."})
     random_batches: bool = field(default=False, metadata={"help": "Draw batches with the global RNG (like random text crops)."})
+    val_draws: int = field(default=0, metadata={"help": "Random numbers validate() draws from the global RNGs (0: no validate)."})
     tune: str = field(default="", metadata={"help": "A fine-tuning tag (a finetune option: --tune X with --resume RUN)."})
 
 
@@ -69,6 +70,16 @@ def _task(config, data, lr, init_from=None):
             for _ in range(self.steps_per_epoch(batch_size, world_size)):
                 idx = torch.randint(len(data), (batch_size,))
                 yield data.images[idx].to(self.device).float() / 255, None
+
+        def validate(self):
+            if not config.val_draws:
+                return {}
+            import random
+
+            import numpy as np
+
+            draws = torch.rand(config.val_draws).sum() + np.random.rand(config.val_draws).sum()
+            return {"val_noise": float(draws) + random.random()}
 
         def sample(self, n, generator):
             z = torch.randn(n, config.width, generator=generator)

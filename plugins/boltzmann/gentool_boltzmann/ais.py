@@ -120,6 +120,29 @@ class LogZEstimate:
         )
 
 
+def log_z_floor(states: torch.Tensor, log_p_low: torch.Tensor) -> float:
+    """A certain lower bound on log Z from binary states and lower bounds on their log p*.
+
+    ``Z`` sums ``p*`` over every state, so for any set of *distinct* states,
+    ``log Z >= logsumexp(log p*(state))``, and lower bounds on each ``log p*`` (a DBM's mean-field
+    bound; an RBM's exact ``-F(v)``) keep that true. Duplicate rows of ``states`` count once, at
+    their largest bound. With the data as the states this is a check AIS cannot fool: an AIS
+    estimate below it has missed modes of the model that its chains never reached (every
+    probability would otherwise have to exceed 1). Only for binary states: a density's integral
+    is not bounded by its values at points.
+    """
+    states = states.reshape(states.shape[0], -1)
+    if states.shape[0] != log_p_low.numel():
+        raise ValueError("one log p* bound per state is needed")
+    if states.shape[0] == 0:
+        raise ValueError("no states")
+    _, inverse = torch.unique(states, dim=0, return_inverse=True)
+    low = log_p_low.detach().to(torch.float64).cpu().flatten()
+    best = torch.full((int(inverse.max()) + 1,), -math.inf, dtype=torch.float64)
+    best = best.scatter_reduce(0, inverse.cpu(), low, reduce="amax")
+    return float(torch.logsumexp(best, 0))
+
+
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
@@ -218,7 +241,7 @@ def _layer_softplus_diff(u: torch.Tensor, bias_a: torch.Tensor | None, beta_prev
     amplified (see there), so then a step with ``dbeta * |u| > 2`` (a coarse schedule) is
     computed exactly in ``acc_dtype`` as a plain difference instead.
     """
-    if bias_a is not None and u.dtype != acc_dtype and dbeta * float(u.abs().amax()) > 2.0:
+    if bias_a is not None and u.dtype != acc_dtype and abs(dbeta) * float(u.abs().amax()) > 2.0:
         u = u.to(acc_dtype)
         a = 0.0 if bias_a is None else bias_a.to(acc_dtype)
         return (F.softplus(a + (beta_prev + dbeta) * u) - F.softplus(a + beta_prev * u)).sum(-1)
@@ -511,27 +534,64 @@ def dbm_ais(Ws: Sequence[torch.Tensor], bs: Sequence[torch.Tensor], *, runs: int
     _check_dbm(Ws, bs)
     if runs < 1:
         raise ValueError("runs must be at least 1")
-    device = Ws[0].device
-    L = len(Ws)
-    Wss = [W.to(device, sample_dtype) for W in Ws]
-    bB = [b.to(device, dtype).reshape(-1) for b in bs]
-    bA = [torch.zeros_like(b) for b in bB]
-    if base_visible_bias is not None:
-        bA[0] = base_visible_bias.to(device, dtype).reshape(bB[0].shape)
-    log_z_a = float(sum(F.softplus(a).sum() for a in bA))
-    bAs = [a.to(sample_dtype) for a in bA]
-    # softplus argument of layer l at beta: bA_l + beta * u_l, u_l = b_l - bA_l + neighbours' input
-    du = [(b - a).to(sample_dtype) for b, a in zip(bB, bA)]
-    odd, even = list(range(1, L + 1, 2)), list(range(0, L + 1, 2))
-    lin = {l: (bB[l] - bA[l]) for l in odd}  # odd layers enter log p*_k linearly
-    betas = beta_schedule(steps).tolist()
+    path = _DBMPath(Ws, bs, base_visible_bias, dtype, sample_dtype)
+    xs = {l: _bernoulli(torch.sigmoid(path.bAs[l]).expand(runs, -1), generator) for l in path.odd}
+    log_w = path.run(xs, beta_schedule(steps).tolist(), generator, threads)
+    return LogZEstimate.from_log_weights(log_w, path.log_z_a, steps)
 
-    xs = {l: _bernoulli(torch.sigmoid(bAs[l]).expand(runs, -1), generator) for l in odd}
-    log_w = torch.zeros(runs, device=device, dtype=dtype)
-    flops = 4.0 * runs * sum(W.numel() for W in Ws)
-    with _threads_for(flops, threads, device):
-        _dbm_ais_loop(xs, log_w, betas, Wss, bAs, du, lin, odd, even, generator, dtype)
-    return LogZEstimate.from_log_weights(log_w, log_z_a, steps)
+
+def dbm_reverse_ais(Ws: Sequence[torch.Tensor], bs: Sequence[torch.Tensor], states: Sequence[torch.Tensor], *,
+                    steps: int = 14500, base_visible_bias: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None, dtype: torch.dtype = torch.float64,
+                    sample_dtype: torch.dtype = torch.float32, threads: int | None = None) -> LogZEstimate:
+    """Reverse AIS: :func:`dbm_ais`'s path walked from the model (beta = 1) down to the base.
+
+    ``states`` are samples of the full state ``[x_0, x_1, .., x_L]`` (one row per run) from the
+    model; only the odd layers are used. The reverse weights have mean Z_A / Z_B, so the estimate
+    ``log Z_A - log mean(w)`` errs high on average where forward AIS errs low: for exact samples
+    it is a stochastic upper bound, and the two together bracket log Z (bidirectional Monte
+    Carlo, Grosse et al. 2015). Samples from Gibbs chains are only approximately the model's, so
+    a gap between the two directions says that at least one of them has not mixed.
+    """
+    _check_dbm(Ws, bs)
+    if len(states) != len(bs) or len({int(x.shape[0]) for x in states}) != 1:
+        raise ValueError("states must be one [runs, n_l] tensor per layer x_0 .. x_L, all with the same runs")
+    path = _DBMPath(Ws, bs, base_visible_bias, dtype, sample_dtype)
+    xs = {l: states[l].to(path.device, sample_dtype) for l in path.odd}
+    log_w = path.run(xs, beta_schedule(steps).flip(0).tolist(), generator, threads)
+    inverse = LogZEstimate.from_log_weights(log_w, -path.log_z_a, steps)  # estimates -log Z_B
+    return LogZEstimate(-inverse.log_z, inverse.log_z_std, -inverse.log_z_high, -inverse.log_z_low,
+                        inverse.runs, inverse.steps, "reverse-ais")
+
+
+class _DBMPath:
+    """The annealing path of :func:`dbm_ais` (base model A to the DBM B) and its chains."""
+
+    def __init__(self, Ws, bs, base_visible_bias, dtype, sample_dtype) -> None:
+        self.device = Ws[0].device
+        L = len(Ws)
+        self.Wss = [W.to(self.device, sample_dtype) for W in Ws]
+        bB = [b.to(self.device, dtype).reshape(-1) for b in bs]
+        bA = [torch.zeros_like(b) for b in bB]
+        if base_visible_bias is not None:
+            bA[0] = base_visible_bias.to(self.device, dtype).reshape(bB[0].shape)
+        self.log_z_a = float(sum(F.softplus(a).sum() for a in bA))
+        self.bAs = [a.to(sample_dtype) for a in bA]
+        # softplus argument of layer l at beta: bA_l + beta * u_l, u_l = b_l - bA_l + neighbours' input
+        self.du = [(b - a).to(sample_dtype) for b, a in zip(bB, bA)]
+        self.odd, self.even = list(range(1, L + 1, 2)), list(range(0, L + 1, 2))
+        self.lin = {l: (bB[l] - bA[l]) for l in self.odd}  # odd layers enter log p*_k linearly
+        self.dtype = dtype
+        self.flops = 4.0 * sum(W.numel() for W in Ws)
+
+    def run(self, xs: dict[int, torch.Tensor], betas: list[float], generator, threads) -> torch.Tensor:
+        """Anneal the odd-layer states ``xs`` along ``betas``; the log weights, one per run."""
+        runs = next(iter(xs.values())).shape[0]
+        log_w = torch.zeros(runs, device=self.device, dtype=self.dtype)
+        with _threads_for(self.flops * runs, threads, self.device):
+            _dbm_ais_loop(xs, log_w, betas, self.Wss, self.bAs, self.du, self.lin, self.odd, self.even,
+                          generator, self.dtype)
+        return log_w
 
 
 def _dbm_ais_loop(xs, log_w, betas, Wss, bAs, du, lin, odd, even, generator, dtype) -> None:

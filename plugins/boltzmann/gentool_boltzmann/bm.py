@@ -293,7 +293,7 @@ def evaluate(job: Any) -> dict[str, Any]:
     bm, cfg = load_bm(job.checkpoint, job.device)
     opts = settings(job)
     test = prepared(job.data, job.checkpoint.config, job.seed, opts["max_test"])
-    train_data = prepared(job.split("train"), job.checkpoint.config, job.seed, 10_000)
+    train_data = prepared(job.split("train"), job.checkpoint.config, job.seed, 10_000, split="train")
     v = flat(test.as_float()).to(job.device)
     n_v, n_h = bm.W.shape
     params = tuple(t.detach().double().cpu() for t in (bm.L, bm.J, bm.b, bm.c, bm.W))

@@ -28,11 +28,18 @@ def normal_like(mean: torch.Tensor, generator: torch.Generator | None = None) ->
     return mean + torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=generator.device).to(mean.device)
 
 
-def binarized(data: ImageDataset, mode: str, seed: int) -> ImageDataset:
+#: Added to the seed of the ``sample`` binarisation of each split, so that the test digits get a
+#: draw independent of the training digits' (the same seed would give test digit i the uniform
+#: noise of training digit i).
+SPLIT_STREAMS = {"train": 0, "test": 1_000_003}
+
+
+def binarized(data: ImageDataset, mode: str, seed: int, split: str = "train") -> ImageDataset:
     """The data with pixels made binary once (0 or 255), as the models see it.
 
     ``threshold``: > 0.5; ``sample``: one fixed Bernoulli draw per pixel (seeded, as in
-    Salakhutdinov & Murray 2008); ``none``: grey levels kept (used as probabilities).
+    Salakhutdinov & Murray 2008; each ``split`` draws from its own stream); ``none``: grey
+    levels kept (used as probabilities).
     """
     if mode == "none":
         return data
@@ -40,7 +47,9 @@ def binarized(data: ImageDataset, mode: str, seed: int) -> ImageDataset:
     if mode == "threshold":
         out = (x > 127).to(torch.uint8) * 255
     else:
-        g = torch.Generator().manual_seed(seed)
+        if split not in SPLIT_STREAMS:
+            raise ValueError(f"split must be one of {sorted(SPLIT_STREAMS)}, got {split!r}")
+        g = torch.Generator().manual_seed(seed + SPLIT_STREAMS[split])
         out = (torch.rand(x.shape, generator=g) * 255 < x.float()).to(torch.uint8) * 255
     return ImageDataset(out, data.labels, data.class_names, data.name)
 

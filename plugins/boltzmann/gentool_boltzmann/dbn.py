@@ -251,7 +251,7 @@ def evaluate(job: Any) -> dict[str, Any]:
     cfg = job.checkpoint.config
     opts = settings(job)
     test = prepared(job.data, cfg, job.seed, opts["max_test"])
-    train_data = prepared(job.split("train"), cfg, job.seed, 10_000)
+    train_data = prepared(job.split("train"), cfg, job.seed, 10_000, split="train")
     v = flat(test.as_float()).to(job.device)
     g = torch.Generator().manual_seed(job.seed)
     top = len(dbn.rbms) - 1

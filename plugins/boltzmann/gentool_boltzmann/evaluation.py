@@ -24,12 +24,13 @@ def settings(job: Any) -> dict[str, Any]:
     return out
 
 
-def prepared(data: ImageDataset, cfg: dict, seed: int, limit: int | None) -> ImageDataset:
-    """Data as the model was trained on it (same binarisation), at most ``limit`` examples."""
+def prepared(data: ImageDataset, cfg: dict, seed: int, limit: int | None, split: str = "test") -> ImageDataset:
+    """Data binarised as the model was trained on it (same mode; for ``sample``, the ``split``'s
+    own random draw), at most ``limit`` examples."""
     if limit is not None and len(data) > limit:
         data = data.subset(slice(0, limit))
     mode = "none" if cfg.get("visible") == "gaussian" else cfg.get("binarize", "threshold")
-    return binarized(data, mode, seed)
+    return binarized(data, mode, seed, split)
 
 
 def probe_accuracy(job: Any, opts: dict, train: ImageDataset, test: ImageDataset,
@@ -41,3 +42,29 @@ def probe_accuracy(job: Any, opts: dict, train: ImageDataset, test: ImageDataset
         f_train = features(train.as_float())
         f_test = features(test.as_float())
     return linear_probe(f_train, train.labels, f_test, test.labels)
+
+
+def check_log_z(out: dict[str, Any], log_z: float, floor: float, headline: str, mean_log_p_low: float,
+                error_keys: tuple[str, ...]) -> None:
+    """Hold the AIS ``log_z`` against ``floor``, a certain lower bound on log Z from the data.
+
+    ``out`` gains ``log_z_floor`` and ``ais_consistent``. Where AIS lies below the floor its
+    log Z is wrong (too low: the chains missed modes), so every figure built on it is withdrawn:
+    the ``headline`` and its ``error_keys`` become None, ``<headline>_at_most`` gives the most
+    the figure could be (``mean_log_p_low - floor``), and ``warning`` says what happened.
+    """
+    out["log_z_floor"] = floor
+    out["ais_consistent"] = bool(log_z >= floor)
+    if log_z >= floor:
+        return
+    out[headline] = None
+    for key in error_keys:
+        out[key] = None
+    out[f"{headline}_at_most"] = mean_log_p_low - floor
+    out["warning"] = (
+        f"AIS gave log Z = {log_z:.2f}, below {floor:.2f}, a certain lower bound on log Z from the data "
+        f"themselves (log Z >= log of the sum of p*(v) over distinct data vectors). The AIS chains missed "
+        f"modes of the model, so no log-likelihood is reported: it is at most {mean_log_p_low - floor:.2f}. "
+        "More --ais-steps rarely cure this; a model whose Gibbs chains mix does (a lower learning rate, more "
+        "persistent chains or Gibbs steps)."
+    )

@@ -246,7 +246,7 @@ def sample(job: Any) -> Any:
 def evaluate(job: Any) -> dict[str, Any]:
     """``gentool evaluate rbm``: AIS log Z and test log-likelihood, reconstruction, PLL, probe."""
     from gentool_boltzmann import ais
-    from gentool_boltzmann.evaluation import prepared, probe_accuracy, settings
+    from gentool_boltzmann.evaluation import check_log_z, prepared, probe_accuracy, settings
 
     rbm = load_rbm(job.checkpoint, job.device)
     cfg = job.checkpoint.config
@@ -254,7 +254,7 @@ def evaluate(job: Any) -> dict[str, Any]:
     test = prepared(job.data, cfg, job.seed, opts["max_test"])
     v = rbm.standardise(flat(test.as_float())).to(job.device)
     W, b, c = (t.detach().double().cpu() for t in (rbm.W, rbm.b, rbm.c))
-    train_data = prepared(job.split("train"), cfg, job.seed, 10_000)
+    train_data = prepared(job.split("train"), cfg, job.seed, 10_000, split="train")
     g = torch.Generator().manual_seed(job.seed)
     out: dict[str, Any] = {}
     if rbm.gaussian:
@@ -274,6 +274,11 @@ def evaluate(job: Any) -> dict[str, Any]:
     out["test_ll_low"] = float(ll.mean()) - (est.log_z_high - est.log_z)
     out["test_ll_high"] = float(ll.mean()) + (est.log_z - est.log_z_low) if math.isfinite(est.log_z_low) else None
     out.update({f"ais_{k}": val for k, val in est.as_dict().items() if k in ("runs", "steps", "method")})
+    if not rbm.gaussian:  # -F(v) is log p*(v) exactly: the data give a certain floor under log Z
+        v_all = torch.cat([v.double().cpu(), flat(train_data.as_float()).double()])
+        floor = ais.log_z_floor(v_all, ais.rbm_log_p_unnormalised(v_all, W, b, c))
+        check_log_z(out, est.log_z, floor, "test_log_likelihood_nats", float(ll.mean()) + est.log_z,
+                    ("test_ll_low", "test_ll_high"))
     with torch.no_grad():
         ph = rbm.hidden_probs(v)
         out["reconstruction_error"] = float((rbm.visible_mean(ph) - v).pow(2).sum(1).mean())

@@ -391,6 +391,61 @@ def test_dbm_ais_within_0_1_nats_of_exact(base):
     assert_ais_agrees(est, exact)
 
 
+def test_dbm_reverse_ais_from_exact_samples_agrees_with_exact_and_with_forward_ais():
+    """Bidirectional check: reverse AIS started from exact model samples (drawn by enumerating the
+    odd layer) lands within 0.1 nats of the exact log Z, like forward AIS; from samples that are
+    not the model's (all-zero states) and a path too short to forget them, it is far off."""
+    Ws, bs = small_dbm((10, 8, 6), seed=20, std=0.7)
+    exact = ais.dbm_log_z_exact(Ws, bs)
+    h1 = all_states(8)
+    log_p = ais._dbm_half_log_p({1: h1}, Ws, bs, parity=1)  # h1's exact unnormalised marginal
+    assert float(torch.logsumexp(log_p, 0)) == pytest.approx(exact, abs=1e-9)
+    runs = 200
+    pick = torch.multinomial(torch.softmax(log_p, 0), runs, replacement=True, generator=gen(3))
+    states = [torch.zeros(runs, 10), h1[pick].float(), torch.zeros(runs, 6)]
+    rev = ais.dbm_reverse_ais(Ws, bs, states, steps=3000, generator=gen(4))
+    fwd = ais.dbm_ais(Ws, bs, runs=runs, steps=3000, generator=gen(5))
+    assert rev.method == "reverse-ais"
+    assert abs(rev.log_z - exact) < 0.1 and rev.log_z_low <= exact <= rev.log_z_high, (rev, exact)
+    assert abs(rev.log_z - fwd.log_z) < 0.15
+    wrong = [torch.zeros(runs, 10), torch.zeros(runs, 8), torch.zeros(runs, 6)]
+    off = ais.dbm_reverse_ais(Ws, bs, wrong, steps=3, generator=gen(6))  # too short to forget the start
+    assert abs(off.log_z - exact) > 0.5, (off, exact)
+    with pytest.raises(ValueError, match="one \\[runs, n_l\\] tensor per layer"):
+        ais.dbm_reverse_ais(Ws, bs, states[:2], steps=10)
+
+
+def test_log_z_floor_is_exact_over_all_states_and_below_log_z_over_some():
+    """Over every state the floor is log Z itself; over a subset (with duplicates, which count
+    once) it lies below; with lower bounds in place of log p* it stays below."""
+    Ws, bs = small_dbm((6, 5, 4), seed=3, std=0.8)
+    exact = ais.dbm_log_z_exact(Ws, bs)
+    v = all_states(6)
+    log_p = ais.dbm_log_p_unnormalised(v, Ws, bs)
+    assert ais.log_z_floor(v, log_p) == pytest.approx(exact, abs=1e-9)
+    some = torch.cat([v[:20], v[:5]])
+    part = ais.log_z_floor(some, torch.cat([log_p[:20], log_p[:5]]))
+    assert part == pytest.approx(float(torch.logsumexp(log_p[:20], 0)), abs=1e-9) and part < exact
+    elbo = ais.dbm_lower_bound(v, Ws, bs, 0.0, iters=30)
+    assert bool((elbo <= log_p + 1e-9).all()) and ais.log_z_floor(v, elbo) < exact
+    with pytest.raises(ValueError, match="one log p"):
+        ais.log_z_floor(v, log_p[:3])
+
+
+def test_an_ais_estimate_below_the_floor_withdraws_the_likelihood():
+    from gentool_boltzmann.evaluation import check_log_z
+
+    good = {"test_log_likelihood_nats": -90.0, "test_ll_low": -91.0, "test_ll_high": -89.0}
+    check_log_z(good, log_z=500.0, floor=480.0, headline="test_log_likelihood_nats", mean_log_p_low=410.0,
+                error_keys=("test_ll_low", "test_ll_high"))
+    assert good["ais_consistent"] and good["test_log_likelihood_nats"] == -90.0 and "warning" not in good
+    bad = {"test_log_likelihood_nats": -90.0, "test_ll_low": -91.0, "test_ll_high": -89.0}
+    check_log_z(bad, log_z=500.0, floor=510.0, headline="test_log_likelihood_nats", mean_log_p_low=410.0,
+                error_keys=("test_ll_low", "test_ll_high"))
+    assert not bad["ais_consistent"] and bad["test_log_likelihood_nats"] is None and bad["test_ll_low"] is None
+    assert bad["test_log_likelihood_nats_at_most"] == -100.0 and "missed modes" in bad["warning"]
+
+
 def test_dbm_ais_along_the_other_parity_agrees_with_exact():
     """The second AIS path of benchmarks/dbm_ais_steps.py: a linkless one-unit layer below v makes
     (v, h2) the chains' state and h1 the summed-out layer; log Z grows by exactly log 2."""

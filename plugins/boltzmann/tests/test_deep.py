@@ -195,6 +195,7 @@ def test_dbm_bound_lies_below_the_exact_likelihood_of_a_tiny_dbm(env):
     assert res.returncode == 0, res.stderr
     m = evaluate_json("dbm", "--ais-runs", "100", "--ais-steps", "1000", "--probe", "false", env=env)
     assert abs(m["log_z"] - m["log_z_exact"]) < 0.1  # AIS agrees with enumeration
+    assert m["ais_consistent"] and m["log_z_floor"] <= m["log_z_exact"]  # the data's floor holds
     exact, bound = m["test_log_likelihood_exact"], m["test_log_likelihood_lower_bound_exact_log_z"]
     assert bound <= exact + 1e-9 and exact - bound < 1  # a bound, and a reasonably tight one
     assert -16 * math.log(2) < exact < 0

@@ -53,6 +53,7 @@ def test_rbm_trains_samples_and_evaluates_on_digits(env, tmp_path):
     assert m["ais_runs"] == 30 and m["ais_steps"] == 1000 and m["ais_method"] == "ais"
     assert -64 * 0.6932 < m["test_log_likelihood_nats"] < 0  # better than a coin per pixel, below 0
     assert m["test_ll_low"] <= m["test_log_likelihood_nats"] <= (m["test_ll_high"] or float("inf"))
+    assert m["ais_consistent"] and m["log_z_floor"] < m["log_z"]
     assert 0.5 < m["linear_probe_accuracy"] <= 1
     res = gentool("evaluate", "rbm", "--ais-run", "3", env=env)
     assert res.returncode == 1 and "did you mean --ais-runs" in res.stderr
@@ -105,3 +106,22 @@ def test_training_raises_the_ais_likelihood_of_real_mnist(tmp_path):
                 opt.step()
     after = test_ll()
     assert after > before + 20, (before, after)  # nats per test digit
+
+
+def test_sampled_binarisation_draws_each_split_independently():
+    """Test digit i must not reuse training digit i's noise: the same grey image binarised as
+    'train' and as 'test' gives different draws, each reproducible, with the grey level as
+    the probability of a one."""
+    from gentool.data import ImageDataset
+    from gentool_boltzmann.common import binarized
+
+    grey = ImageDataset(torch.full((50, 1, 8, 8), 128, dtype=torch.uint8), None, None, "grey")
+    as_train = binarized(grey, "sample", 0, "train").images
+    as_test = binarized(grey, "sample", 0, "test").images
+    assert torch.equal(as_train, binarized(grey, "sample", 0, "train").images)
+    assert not torch.equal(as_train, as_test)
+    agree = float((as_train == as_test).float().mean())
+    assert 0.4 < agree < 0.6  # independent fair coins agree half the time; shared noise would agree always
+    assert 0.45 < float((as_test > 0).float().mean()) < 0.56
+    with pytest.raises(ValueError, match="split"):
+        binarized(grey, "sample", 0, "valid")

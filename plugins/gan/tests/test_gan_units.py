@@ -161,3 +161,46 @@ def test_batch_spread_feature_sees_a_collapsed_batch():
     assert with_batch_spread(varied)[:, -1].min() > 0.1
     task, out, g_before, _ = one_step("cgan", mbstd=True, conditioning="concat")
     assert all(torch.isfinite(torch.as_tensor(v)) for v in out.values())
+
+
+def test_ema_generator_batch_norm_statistics_are_recalibrated_to_its_own_activations():
+    """EMA weights with the raw generator's copied running statistics sample in eval mode from the
+    wrong statistics; after recalibration, eval-mode output matches the train-mode (batch
+    statistics) output of a large batch, and the global RNG is left alone."""
+    from gentool.config import build_config
+    from gentool_gan.configs import DCGANConfig
+    from gentool_gan.dcgan import build
+    from gentool_gan.task import recalibrate_batch_norm
+
+    torch.manual_seed(0)
+    g, _ = build((3, 16, 16), None, build_config(DCGANConfig, {"g_width": 8, "z_dim": 16}))
+    with torch.no_grad():  # statistics that belong to other weights, as after an EMA update
+        for m in g.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                m.running_mean.normal_(0.0, 3.0)
+                m.running_var.uniform_(0.01, 0.1)
+    g.eval()
+    z = torch.randn(4096, 16)
+
+    def gap() -> float:
+        with torch.no_grad():
+            g.eval()
+            evaluated = g(z)
+            g.train()
+            batch_stats = g(z)
+            g.eval()
+        return float((evaluated - batch_stats).abs().mean())
+
+    before = gap()
+    state = torch.get_rng_state()
+    assert recalibrate_batch_norm(g, 16, torch.device("cpu"), n=4096, batch=512)
+    assert torch.equal(state, torch.get_rng_state())
+    assert not g.training
+    after = gap()
+    assert before > 0.1 and after < 0.02, (before, after)
+
+    class NoNorm(torch.nn.Module):
+        def forward(self, z, y=None):
+            return z
+
+    assert not recalibrate_batch_norm(NoNorm(), 16, torch.device("cpu"))
