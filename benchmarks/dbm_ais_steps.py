@@ -2,8 +2,9 @@
 
     python benchmarks/dbm_ais_steps.py RUN_OR_CHECKPOINT [--steps 2000,8000,32000] [--runs 20]
                                        [--data ../shared/data/mnist] [--max-test 2000]
+                                       [--reverse [--burn 2000]]
 
-Loads a `dbm` checkpoint, scores the mean-field part of the lower bound on test digits (binarised
+Loads a `dbm` checkpoint (or a Bernoulli `rbm` one, run as the one-hidden-layer DBM it is), scores the mean-field part of the lower bound on test digits (binarised
 as the model was trained), and runs `ais.dbm_ais` with each annealing length, printing log Z, its
 spread over runs and the bound it gives. An estimate that keeps rising with the steps has not
 mixed; one that stays put can still miss modes that no chain reaches.
@@ -34,15 +35,30 @@ from gentool.checkpoint import load_checkpoint
 from gentool.data import load_dataset
 from gentool_boltzmann import ais
 from gentool_boltzmann.common import flat
-from gentool_boltzmann.dbm import load_dbm
+from gentool_boltzmann.dbm import DBM, load_dbm
 from gentool_boltzmann.evaluation import prepared
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
 
+def rbm_as_dbm(ckpt) -> DBM:
+    """A Bernoulli RBM checkpoint as a DBM with one hidden layer (the same energy)."""
+    from gentool_boltzmann.rbm import load_rbm
+
+    rbm = load_rbm(ckpt, torch.device("cpu"))
+    if rbm.gaussian:
+        raise SystemExit("Gaussian-visible RBMs have a density: this check is for binary units")
+    dbm = DBM([rbm.W.shape[0], rbm.W.shape[1]])
+    with torch.no_grad():
+        dbm.W1.copy_(rbm.W)
+        dbm.b0.copy_(rbm.b)
+        dbm.b1.copy_(rbm.c)
+    return dbm
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("checkpoint", type=Path, help="a dbm checkpoint (.safetensors) or run folder")
+    p.add_argument("checkpoint", type=Path, help="a dbm or rbm checkpoint (.safetensors) or run folder")
     p.add_argument("--steps", default="2000,8000,32000")
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--data", default=str(MNIST))
@@ -51,8 +67,11 @@ def main() -> None:
     p.add_argument("--burn", type=int, default=2000, help="Gibbs steps before reverse AIS starts")
     args = p.parse_args()
     path = args.checkpoint / "last.safetensors" if args.checkpoint.is_dir() else args.checkpoint
-    ckpt = load_checkpoint(path, model="dbm")
-    dbm, _ = load_dbm(ckpt, torch.device("cpu"))
+    ckpt = load_checkpoint(path)
+    if ckpt.model == "rbm":
+        dbm = rbm_as_dbm(ckpt)
+    else:
+        dbm, _ = load_dbm(load_checkpoint(path, model="dbm"), torch.device("cpu"))
     Ws = [W.detach().double() for W in dbm.Ws]
     bs = [b.detach().double() for b in dbm.bs]
     test = prepared(load_dataset(args.data, split="test"), ckpt.config, 0, args.max_test)

@@ -3,7 +3,7 @@ against a bare PyTorch DCGAN loop trained on the same data for the same number o
 
     python benchmarks/gan_quality.py --only cgan-mnist  [--epochs 5]
     python benchmarks/gan_quality.py --only dcgan-mnist [--epochs 1] [--precision bf16]
-    python benchmarks/gan_quality.py --only dcgan-cifar [--epochs 10] [--precision bf16]
+    python benchmarks/gan_quality.py --only dcgan-cifar [--epochs 10] [--precision bf16] [--seeds 3]
 
 gentool trains through the real command line (``gentool train``; the run keeps the best epoch by
 the validation Fréchet distance, and samples from the EMA generator) and is scored with
@@ -66,43 +66,58 @@ def cgan(data: Path, epochs: int, batch: int, n: int, env: dict[str, str]) -> No
           f"density {m['density']:.3f}, coverage {m['coverage']:.3f} ({m['features']})")
 
 
-def dcgan(data: Path, epochs: int, batch: int, n: int, env: dict[str, str], runs: Path, precision: str) -> None:
+def dcgan(data: Path, epochs: int, batch: int, n: int, env: dict[str, str], runs: Path, precision: str,
+          seeds: int) -> None:
+    import statistics
+
+    from gentool.checkpoint import load_checkpoint
     from gentool.data import load_dataset
     from gentool.metrics import compute_image_metrics, get_extractor
     from gentool_gan.task import generate
 
-    t0 = time.perf_counter()
-    gentool(["train", "dcgan", "--data", str(data), "--epochs", str(epochs), "--batch-size", str(batch),
-             "--precision", precision, "--name", "q", "-q"], env)
-    g_secs = time.perf_counter() - t0
-    best = json.loads(gentool(["evaluate", "dcgan", "--json", "-n", str(n), "-c", str(runs / "dcgan/q/best.safetensors")], env))
-    last = json.loads(gentool(["evaluate", "dcgan", "--json", "-n", str(n), "-c", str(runs / "dcgan/q/last.safetensors")], env))
-    steps = last["step"]
-    from gentool.checkpoint import load_checkpoint
-
-    best_epoch = load_checkpoint(runs / "dcgan/q/best.safetensors").epoch
-
     train, test = load_dataset(str(data), split="train"), load_dataset(str(data), split="test")
-    torch.manual_seed(0)
-    g, d = build_dcgan(train.shape)
-    b_secs = bare_loop(g, d, train.images, steps=steps, batch_size=batch, seed=0, precision=precision)
     ext = get_extractor(None, train)
-    fake = generate(g, n, torch.Generator().manual_seed(0), torch.device("cpu"), 64)
-    bare = compute_image_metrics(test.images, fake, ext)
-    # gentool's raw generator at the last step (no EMA), scored exactly like the bare loop's
-    raw, _ = build_dcgan(train.shape)
-    load_checkpoint(runs / "dcgan/q/last.safetensors").load_into({"g": raw})
-    raw_m = compute_image_metrics(test.images, generate(raw, n, torch.Generator().manual_seed(0),
-                                                        torch.device("cpu"), 64), ext)
+    table: dict[str, list[dict]] = {}
+    for seed in range(seeds):
+        name = f"q{seed}"
+        t0 = time.perf_counter()
+        gentool(["train", "dcgan", "--data", str(data), "--epochs", str(epochs), "--batch-size", str(batch),
+                 "--precision", precision, "--seed", str(seed), "--name", name, "-q"], env)
+        g_secs = time.perf_counter() - t0
+        best = json.loads(gentool(["evaluate", "dcgan", "--json", "-n", str(n), "-c", str(runs / f"dcgan/{name}/best.safetensors")], env))
+        last = json.loads(gentool(["evaluate", "dcgan", "--json", "-n", str(n), "-c", str(runs / f"dcgan/{name}/last.safetensors")], env))
+        steps = last["step"]
+        best_epoch = load_checkpoint(runs / f"dcgan/{name}/best.safetensors").epoch
 
-    print(f"dcgan on {data.name} ({tuple(train.shape)}): {steps} steps of batch {batch} each arm, {precision}, {n} samples "
-          f"vs {len(test)} held-out images, features {bare['features']}")
-    for label, m, extra in ((f"gentool best (epoch {best_epoch}, step {best['step']}, EMA)", best["metrics"], ""),
-                            (f"gentool last (step {last['step']}, EMA)", last["metrics"], f"; train wall {g_secs:.0f} s incl. validation"),
-                            (f"gentool last (step {last['step']}, raw G, no EMA)", raw_m, ""),
-                            ("bare loop (last step, no EMA)", bare, f"; train wall {b_secs:.0f} s")):
-        print(f"  {label:<44} FD {m['fd']:8.3f}  KID {m['kid_mean']:.4f}  precision {m['precision']:.3f}  "
-              f"recall {m['recall']:.3f}{extra}")
+        torch.manual_seed(seed)
+        g, d = build_dcgan(train.shape)
+        b_secs = bare_loop(g, d, train.images, steps=steps, batch_size=batch, seed=seed, precision=precision)
+        bare = compute_image_metrics(test.images, generate(g, n, torch.Generator().manual_seed(0), torch.device("cpu"), 64), ext)
+        # gentool's raw generator at the last step (no EMA), scored exactly like the bare loop's
+        raw, _ = build_dcgan(train.shape)
+        load_checkpoint(runs / f"dcgan/{name}/last.safetensors").load_into({"g": raw})
+        raw_m = compute_image_metrics(test.images, generate(raw, n, torch.Generator().manual_seed(0),
+                                                            torch.device("cpu"), 64), ext)
+
+        print(f"dcgan on {data.name} ({tuple(train.shape)}), seed {seed}: {steps} steps of batch {batch} each arm, "
+              f"{precision}, {n} samples vs {len(test)} held-out images, features {bare['features']}")
+        rows = ((f"gentool best (epoch {best_epoch}, step {best['step']}, EMA)", "gentool best (EMA)", best["metrics"], ""),
+                (f"gentool last (step {last['step']}, EMA)", "gentool last (EMA)", last["metrics"],
+                 f"; train wall {g_secs:.0f} s incl. validation"),
+                (f"gentool last (step {last['step']}, raw G, no EMA)", "gentool last (raw G)", raw_m, ""),
+                ("bare loop (last step, no EMA)", "bare loop", bare, f"; train wall {b_secs:.0f} s"))
+        for label, key, m, extra in rows:
+            table.setdefault(key, []).append(m)
+            print(f"  {label:<44} FD {m['fd']:8.3f}  KID {m['kid_mean']:.4f}  precision {m['precision']:.3f}  "
+                  f"recall {m['recall']:.3f}{extra}", flush=True)
+    if seeds > 1:
+        print(f"over {seeds} seeds (mean, and the spread as the standard deviation):")
+        for key, ms in table.items():
+            parts = []
+            for metric in ("fd", "precision", "recall"):
+                vals = [m[metric] for m in ms]
+                parts.append(f"{metric} {statistics.mean(vals):.3f} +- {statistics.stdev(vals):.3f}")
+            print(f"  {key:<22} " + ", ".join(parts))
 
 
 def main() -> None:
@@ -113,6 +128,7 @@ def main() -> None:
     p.add_argument("-n", type=int, default=2000, help="generated samples scored")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="dcgan: autocast of both arms")
+    p.add_argument("--seeds", type=int, default=1, help="dcgan: repeat both arms with seeds 0..N-1 (GAN runs vary a lot)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     which = args.only.split("-")[1]
@@ -128,7 +144,8 @@ def main() -> None:
         if args.only == "cgan-mnist":
             cgan(data, args.epochs or 5, args.batch_size, args.n, env)
         else:
-            dcgan(data, args.epochs or (1 if which == "mnist" else 10), args.batch_size, args.n, env, runs, args.precision)
+            dcgan(data, args.epochs or (1 if which == "mnist" else 10), args.batch_size, args.n, env, runs, args.precision,
+                  args.seeds)
         print(f"after: {machine()}")
 
 
