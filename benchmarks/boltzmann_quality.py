@@ -3,6 +3,7 @@
     python benchmarks/boltzmann_quality.py [--rbm-epochs 20] [--dbm-epochs 10] [--ais-runs 100]
                                            [--ais-steps 14500] [--only rbm|dbm] [--device cpu|cuda]
                                            [--binarize sample|threshold] [--keep DIR] [--lr LR] [--set KEY=VALUE ...]
+                                           [--train-seconds S]
 
 Trains each model through the real command line on ../shared/data/mnist (60,000 training
 digits), then runs `gentool evaluate --json` on the 10,000 test digits, and prints the figure
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +43,34 @@ def gentool(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
     return proc
 
 
+def train_until(args: list[str], env: dict[str, str], seconds: float | None) -> bool:
+    """Run ``gentool train``; past ``seconds``, interrupt it as Ctrl-C would (it saves, then stops).
+
+    Returns whether it was stopped early.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", "gentool", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate()
+        if "saved" not in err:
+            raise SystemExit(f"gentool {' '.join(args)} was interrupted and saved nothing:\n{err}")
+        return True
+    if proc.returncode != 0:
+        raise SystemExit(f"gentool {' '.join(args)} failed:\n{err}")
+    return False
+
+
+def epochs_done(model_runs: Path) -> int:
+    """Epochs recorded in the newest run's metrics.jsonl under ``model_runs``."""
+    logs = sorted(model_runs.glob("*/metrics.jsonl"), key=lambda f: f.stat().st_mtime)
+    if not logs:
+        return 0
+    return sum(json.loads(line).get("type") == "epoch" for line in logs[-1].read_text().splitlines() if line)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rbm-epochs", type=int, default=20)
@@ -56,6 +86,8 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a model option on top of the plan (repeatable; e.g. --set k=25 --set method=cd)")
     p.add_argument("--lr", type=float, help="learning rate instead of the plan's")
+    p.add_argument("--train-seconds", type=float,
+                   help="stop training after this long (Ctrl-C: the run saves and stops) and evaluate what was saved")
     args = p.parse_args()
     if not MNIST.is_dir():
         print(f"skipped: MNIST not found at {MNIST}")
@@ -80,9 +112,11 @@ def main() -> None:
             if args.only and model != args.only:
                 continue
             t = time.perf_counter()
-            gentool(["train", model, "--data", str(MNIST), "--device", args.device, "--precision", args.precision,
-                     "-q", *extra], env)
+            cmd = ["train", model, "--data", str(MNIST), "--device", args.device, "--precision", args.precision,
+                   "-q", *extra]
+            stopped = train_until(cmd, env, args.train_seconds)
             train_s = time.perf_counter() - t
+            epochs = epochs_done(Path(tmp) / "runs" / model)
             t = time.perf_counter()
             out = gentool(["evaluate", model, "--json", "--device", args.device, "--ais-runs", str(args.ais_runs),
                            "--ais-steps", str(args.ais_steps)], env)
@@ -98,7 +132,11 @@ def main() -> None:
             else:  # AIS fell below the data's floor: the figure is withdrawn, only a ceiling is known
                 print(f"{model}: no valid figure: {m.get('warning')}\n  published {mark} ({source})")
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-            print(f"  budget: {' '.join(extra)}; training {train_s:.0f} s, evaluation {eval_s:.0f} s on {device} "
+            if stopped:
+                print(f"  stopped by --train-seconds {args.train_seconds:.0f} after {epochs} epochs "
+                      f"(the learning-rate schedule had not run its course)")
+            print(f"  budget: {' '.join(extra)}; {epochs} epochs done; training {train_s:.0f} s, "
+                  f"evaluation {eval_s:.0f} s on {device} "
                   f"(precision {args.precision}, load average {load:.1f} at the end)")
             print("  " + json.dumps({k: v for k, v in m.items() if isinstance(v, (int, float))}), flush=True)
 

@@ -1,7 +1,7 @@
 """Harness overhead: gentool's DCGAN training throughput against a bare PyTorch loop, same networks.
 
     flock /tmp/gentool-bench.lock python benchmarks/gan_overhead.py [--data ../shared/data/mnist]
-        [--images 12800] [--batch-size 64] [--repeats 3] [--threads 1] [--bf16]
+        [--images 12800] [--batch-size 64] [--repeats 3] [--threads 1] [--bf16] [--device cpu|cuda]
 
 Both arms train the plugin's DCGAN (identical generator and discriminator, same batch size, same
 data, non-saturating loss, Adam) for one epoch of ``--images`` images, in this one process,
@@ -37,7 +37,7 @@ from gan_reference import bare_loop, build_dcgan  # noqa: E402
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
 
-def gentool_arm(data, images: int, batch_size: int, precision: str, seed: int) -> float:
+def gentool_arm(data, images: int, batch_size: int, precision: str, seed: int, device: str) -> float:
     """Seconds for one epoch of gentool's harness on ``data``."""
     from gentool.api import TrainJob, TrainOptions
     from gentool.config import build_config
@@ -48,22 +48,28 @@ def gentool_arm(data, images: int, batch_size: int, precision: str, seed: int) -
 
     spec = next(s for s in SPECS if s.name == "dcgan")
     cfg = build_config(CONFIGS["dcgan"], {"val_samples": 0})
-    opts = TrainOptions(data=data.name, epochs=1, batch_size=batch_size, lr=2e-4, device="cpu",
+    opts = TrainOptions(data=data.name, epochs=1, batch_size=batch_size, lr=2e-4, device=device,
                         precision=precision, seed=seed)
     seed_everything(seed)
     task = GANTask("dcgan", cfg, data, opts.lr, quiet=True)
     job = TrainJob(spec=spec, config=cfg, options=opts, data=data, run=new_run("dcgan"), quiet=True)
     t0 = time.perf_counter()
     result = job.fit(task)
+    _sync(device)
     secs = time.perf_counter() - t0
     assert result.step == images // batch_size
     return secs
 
 
-def bare_arm(data, images: int, batch_size: int, seed: int) -> float:
+def bare_arm(data, images: int, batch_size: int, seed: int, device: str) -> float:
     torch.manual_seed(seed)
     g, d = build_dcgan(data.shape)
-    return bare_loop(g, d, data.images, steps=images // batch_size, batch_size=batch_size, seed=seed)
+    return bare_loop(g, d, data.images, steps=images // batch_size, batch_size=batch_size, seed=seed, device=device)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -74,6 +80,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--bf16", action="store_true", help="also time gentool with bf16 autocast")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where both arms train")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from gentool.data import load_dataset
@@ -88,22 +95,24 @@ def main() -> None:
         warm = data.subset(slice(0, 4 * args.batch_size))  # untimed: imports, first-call costs
         for arm in arms:
             if arm == "bare fp32":
-                bare_arm(warm, 4 * args.batch_size, args.batch_size, seed=0)
+                bare_arm(warm, 4 * args.batch_size, args.batch_size, seed=0, device=args.device)
             else:
-                gentool_arm(warm, 4 * args.batch_size, args.batch_size, arm.split()[1], seed=0)
+                gentool_arm(warm, 4 * args.batch_size, args.batch_size, arm.split()[1], seed=0, device=args.device)
         for r in range(args.repeats):
             order = arms[r % len(arms):] + arms[: r % len(arms)]  # rotate who goes first
             for arm in order:
                 if arm == "bare fp32":
-                    secs = bare_arm(data, images, args.batch_size, seed=r)
+                    secs = bare_arm(data, images, args.batch_size, seed=r, device=args.device)
                 else:
-                    secs = gentool_arm(data, images, args.batch_size, arm.split()[1], seed=r)
+                    secs = gentool_arm(data, images, args.batch_size, arm.split()[1], seed=r, device=args.device)
                 times[arm].append(secs)
                 print(f"repeat {r + 1} {arm}: {images / secs:.1f} images/s ({secs:.2f} s)", flush=True)
     rate = {a: images / statistics.median(t) for a, t in times.items()}
     load = os.getloadavg()
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU used"
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-          f"{torch.__version__}, {args.threads} thread(s), no GPU; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+          f"{torch.__version__}, {args.threads} thread(s), device {args.device} ({gpu}); "
+          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"data: {data.name} {tuple(data.shape)}, {images} images per run, batch {args.batch_size}, "
           f"median of {args.repeats}")
     for a in arms:
@@ -113,7 +122,7 @@ def main() -> None:
           f"per repeat {', '.join(f'{r:.3f}' for r in paired)} (median {statistics.median(paired):.3f}x)")
     if args.bf16:
         pb = [f / b for f, b in zip(times["gentool fp32"], times["gentool bf16"])]
-        print(f"gentool bf16 / fp32 (CPU): {rate['gentool bf16'] / rate['gentool fp32']:.3f}x of the medians; "
+        print(f"gentool bf16 / fp32 ({args.device}): {rate['gentool bf16'] / rate['gentool fp32']:.3f}x of the medians; "
               f"per repeat {', '.join(f'{r:.3f}' for r in pb)} (median {statistics.median(pb):.3f}x)")
 
 

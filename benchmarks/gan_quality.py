@@ -37,16 +37,22 @@ DATA = {"mnist": SHARED / "mnist", "cifar": SHARED / "cifar10-subset"}
 
 
 def gentool(args: list[str], env: dict[str, str]) -> str:
+    args = [*args, "--device", DEVICE]
     proc = subprocess.run([sys.executable, "-m", "gentool", *args], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"gentool {' '.join(args)} failed:\n{proc.stderr}")
     return proc.stdout
 
 
+DEVICE = "cpu"  # set from --device: where every arm trains and generates
+
+
 def machine() -> str:
     load = os.getloadavg()
+    gpu = torch.cuda.get_device_name() if DEVICE.startswith("cuda") else "no GPU used"
     return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} thread(s), no GPU; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+            f"{torch.get_num_threads()} thread(s), device {DEVICE} ({gpu}); "
+            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 def cgan(data: Path, epochs: int, batch: int, n: int, env: dict[str, str]) -> None:
@@ -91,7 +97,9 @@ def dcgan(data: Path, epochs: int, batch: int, n: int, env: dict[str, str], runs
 
         torch.manual_seed(seed)
         g, d = build_dcgan(train.shape)
-        b_secs = bare_loop(g, d, train.images, steps=steps, batch_size=batch, seed=seed, precision=precision)
+        b_secs = bare_loop(g, d, train.images, steps=steps, batch_size=batch, seed=seed, precision=precision,
+                           device=DEVICE)
+        g.cpu()
         bare = compute_image_metrics(test.images, generate(g, n, torch.Generator().manual_seed(0), torch.device("cpu"), 64), ext)
         # gentool's raw generator at the last step (no EMA), scored exactly like the bare loop's
         raw, _ = build_dcgan(train.shape)
@@ -128,8 +136,11 @@ def main() -> None:
     p.add_argument("-n", type=int, default=2000, help="generated samples scored")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="dcgan: autocast of both arms")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: where both arms train")
     p.add_argument("--seeds", type=int, default=1, help="dcgan: repeat both arms with seeds 0..N-1 (GAN runs vary a lot)")
     args = p.parse_args()
+    global DEVICE
+    DEVICE = args.device
     torch.set_num_threads(args.threads)
     which = args.only.split("-")[1]
     data = DATA[which]

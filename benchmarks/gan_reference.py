@@ -69,6 +69,8 @@ def bare_loop(g: torch.nn.Module, d: torch.nn.Module, images: torch.Tensor, *, s
         opt_g.step()
         if not torch.isfinite(loss_d.detach()) or not torch.isfinite(loss_g.detach()):
             raise RuntimeError(f"the bare loop diverged at step {step}")
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
