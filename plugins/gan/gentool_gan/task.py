@@ -165,8 +165,7 @@ class GANTask(Task):
         decay = min(self.cfg.ema_decay, (1.0 + self.g_updates) / (10.0 + self.g_updates))
         ema_p = list(self.g_ema.parameters())
         torch._foreach_lerp_(ema_p, [p.detach() for p in self.g.parameters()], 1.0 - decay)
-        for be, b in zip(self.g_ema.buffers(), self.g.buffers()):
-            be.copy_(b)
+        torch._foreach_copy_(list(self.g_ema.buffers()), list(self.g.buffers()))  # one launch, not one per buffer
 
     def labels_for(self, n: int) -> torch.Tensor | None:
         """Balanced labels 0, 1, ..., C-1, 0, 1, ... for a conditional model (None otherwise)."""
