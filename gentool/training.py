@@ -217,12 +217,17 @@ class StepContext:
         self.optimizer_step(optimizer)
 
     def backward(self, loss: torch.Tensor, *, retain_graph: bool = False, name: str = "loss") -> None:
-        """Check ``loss`` is finite everywhere, then backpropagate it (scaled under fp16)."""
+        """Backpropagate ``loss`` (scaled under fp16), then check it is finite on every process.
+
+        The check comes after the backward pass is queued, not before: reading the loss waits for
+        the GPU, and waiting before ``backward`` would leave the GPU idle while its kernels are
+        launched. No optimizer has stepped yet, so a non-finite loss still changes no weight.
+        """
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            (self.scaler.scale(loss) if self.scaler else loss).backward(retain_graph=retain_graph)
         value = float(loss.detach())
         if distributed.any_flag(not math.isfinite(value), self.world) or not math.isfinite(value):
             raise NonFiniteLoss(name, value)
-        with torch.autocast(device_type=self.device.type, enabled=False):
-            (self.scaler.scale(loss) if self.scaler else loss).backward(retain_graph=retain_graph)
 
     def optimizer_step(self, optimizer: str) -> None:
         """Average gradients across processes, clip, step the optimizer, zero its gradients."""

@@ -140,6 +140,23 @@ def test_ctrl_c_saves_and_exits_130(toy_env, workdir):
     assert _same(_weights(last), _weights(workdir / "runs/toy/straight/last.safetensors"))
 
 
+def test_non_finite_loss_raises_before_any_weight_changes():
+    """StepContext.step checks the loss after queueing backward (no GPU stall before it), but
+    before the optimizer: a NaN loss must leave the weights as they were."""
+    from gentool.distributed import World
+    from gentool.training import NonFiniteLoss, StepContext
+
+    net = torch.nn.Linear(3, 1)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    ctx = StepContext(device=torch.device("cpu"), precision="fp32", world=World(), optimizers={"m": opt})
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(NonFiniteLoss):
+        ctx.step(net(torch.ones(2, 3)).sum() * float("nan"), "m")
+    assert all(torch.equal(a, p) for a, p in zip(before, net.parameters()))
+    ctx.step(net(torch.ones(2, 3)).sum(), "m")  # a finite loss after it steps normally
+    assert not all(torch.equal(a, p) for a, p in zip(before, net.parameters()))
+
+
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(toy_env, workdir):
     bad = STEPS_PER_EPOCH + 8
     res = gentool("train", "toy", "--epochs", "3", "--set", f"nan_at_step={bad}", "--name", "nan", env=toy_env)
