@@ -380,7 +380,8 @@ def _load_data(ref: str, modality: str, split: str, image_size: int | None, reg:
 
 
 # -- sample ---------------------------------------------------------------------------------
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings={"help_option_names": ["-h", "--help"], "allow_extra_args": True,
+                             "ignore_unknown_options": True})
 def sample(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="Model to sample from."),
@@ -392,7 +393,8 @@ def sample(
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Model-specific sampling option key=value."),
 ) -> None:
-    """Draw samples: single images and a grid (or text). Model-specific flags (--label 3, ...) pass through."""
+    """Draw samples: single images and a grid (or text). Model-specific flags (--label 3, ...) pass through;
+    `gentool train MODEL -h` lists them."""
     from gentool.api import SampleJob
     from gentool.checkpoint import load_checkpoint
     from gentool.config import parse_extra_args, parse_set_options
@@ -477,7 +479,8 @@ def _safe(text: str) -> str:
 
 
 # -- evaluate -------------------------------------------------------------------------------
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(context_settings={"help_option_names": ["-h", "--help"], "allow_extra_args": True,
+                             "ignore_unknown_options": True})
 def evaluate(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="Model to evaluate."),
@@ -491,7 +494,8 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Model-specific evaluation option key=value."),
 ) -> None:
-    """Score a checkpoint on held-out data: a metrics table or JSON. Model-specific flags pass through."""
+    """Score a checkpoint on held-out data: a metrics table or JSON. Model-specific flags pass through;
+    `gentool train MODEL -h` lists them."""
     from gentool.api import EvaluateJob
     from gentool.checkpoint import load_checkpoint
     from gentool.config import parse_extra_args, parse_set_options

@@ -71,6 +71,14 @@ def test_train_help_shows_model_options(toy_env):
         assert text in proc.stdout
 
 
+@pytest.mark.parametrize("command", ["sample", "evaluate"])
+def test_sample_and_evaluate_help_needs_no_checkpoint(toy_env, command):
+    """-h works as for train, before any checkpoint is looked for (there is none here)."""
+    proc = gentool(command, "toy", "-h", env=toy_env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Usage: gentool " + command) and "gentool train MODEL -h" in proc.stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (["--set", "widht=3"], "unknown model option 'widht'; did you mean width?"),
     (["--set", "width=three"], "bad value 'three' for width (int)"),

@@ -70,6 +70,9 @@ class DBMConfig(SGDOptions):
     """Deep Boltzmann machine."""
 
     layers: tuple[int, ...] = _opt((256, 256), "Hidden layer sizes, bottom up (at least two, e.g. 500,1000).")
+    # 5, not 1: on MNIST one Gibbs step per update left the persistent chains behind the model
+    # (samples from noise were blurred averages, AIS fell below the data's floor under log Z)
+    k: int = _opt(5, "Gibbs steps per update (5: with 1 the persistent chains lag the model).")
     pretrain_fraction: float = _opt(0.3, "Share of the epochs spent on greedy layer-wise pretraining.")
     mean_field_iters: int = _opt(10, "Mean-field iterations for the data-dependent statistics.")
     chains: int = _opt(100, "Persistent chains for the model statistics.")
