@@ -661,17 +661,19 @@ def _bernoulli_entropy(p: torch.Tensor) -> torch.Tensor:
 
 
 def dbm_lower_bound(v: torch.Tensor, Ws: Sequence[torch.Tensor], bs: Sequence[torch.Tensor], log_z: float, *,
-                    iters: int = 30) -> torch.Tensor:
+                    iters: int = 30, mus: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """Per-example variational lower bound on log p(v) of a DBM (float64, ``[batch]``).
 
     ``log p(v) >= E_q[-E(v, h)] + H(q) - log Z`` with the factorised q of :func:`dbm_mean_field`:
     ``b_0.v + sum_l b_l.mu_l + sum_l mu_{l-1}' W_l mu_l + sum_l H(mu_l) - log Z`` (mu_0 = v). It
-    is a bound for every q; with an AIS ``log_z`` it inherits AIS's error.
+    is a bound for every q; with an AIS ``log_z`` it inherits AIS's error. ``mus``: the means of
+    :func:`dbm_mean_field` for ``v`` when the caller has them already (``iters`` is then unused).
     """
-    mus = dbm_mean_field(v, Ws, bs, iters=iters)
+    if mus is None:
+        mus = dbm_mean_field(v, Ws, bs, iters=iters)
     Ws, bs = _as64(*Ws), _as64(*bs)
     v = torch.as_tensor(v).to(torch.float64)
-    xs = [v.reshape(v.shape[0], -1)] + mus
+    xs = [v.reshape(v.shape[0], -1)] + [torch.as_tensor(m).to(torch.float64) for m in mus]
     out = xs[0] @ bs[0]
     for l in range(1, len(xs)):
         out = out + xs[l] @ bs[l] + ((xs[l - 1] @ Ws[l - 1]) * xs[l]).sum(1) + _bernoulli_entropy(xs[l])
