@@ -116,6 +116,16 @@ class Task:
         """
         return None
 
+    def before_checkpoint(self) -> None:
+        """Bring derived state up to date before the harness writes a checkpoint.
+
+        Called on every process, under ``torch.no_grad`` with the training RNG restored
+        afterwards: after each epoch (before :meth:`validate` and the sample grid, which see the
+        result), and before a checkpoint written mid-epoch (``--save-every``, Ctrl-C). E.g. a GAN
+        recomputes its EMA generator's batch-norm statistics here. Leave modules in the mode you
+        found them.
+        """
+
     def validate(self) -> dict[str, float]:
         """Metrics computed after each epoch (e.g. held-out loss); logged and monitorable.
 
@@ -445,6 +455,11 @@ class _Fit:
             "data": self.job.data.info(), "run": self.run_.name, "extra": self.task.checkpoint_meta(),
         }
 
+    def before_checkpoint(self) -> None:
+        """The task's :meth:`Task.before_checkpoint`, on every process, off the training RNG."""
+        with torch.no_grad(), _rng_untouched(self.device):
+            self.task.before_checkpoint()
+
     def save_last(self) -> Path | None:
         if not self.world.is_main:
             return None
@@ -579,6 +594,7 @@ class _Fit:
                         self.run_.log(record)
                     reporter.update(self.step, epoch, losses, rate, eta, log_now)
                     if opts.save_every and self.step % opts.save_every == 0:
+                        self.before_checkpoint()
                         self.save_last()
                     if distributed.any_flag(stop.requested, world):
                         raise KeyboardInterrupt
@@ -591,6 +607,7 @@ class _Fit:
                 kept = f"the last checkpoint is {self.run_.last}" if self.run_.last.exists() else "nothing was saved"
                 raise TrainingInterrupted(f"stopped at once at step {self.step}, without saving; {kept}") from None
             try:
+                self.before_checkpoint()
                 saved = self.save_last()
             except NonFiniteLoss as exc:
                 raise TrainingDiverged(f"interrupted, and the weights are not finite ({exc}): nothing saved") from None
@@ -623,6 +640,7 @@ class _Fit:
         means = {k: v / max(1, counts[k]) for k, v in sums.items()}
         self.position[:] = [epoch + 1, 0]
         improved = False
+        self.before_checkpoint()
         if world.is_main:
             for m in self.modules.values():
                 m.eval()

@@ -73,6 +73,22 @@ def test_validation_does_not_move_the_training_random_streams(toy_env, workdir):
     assert _same(_weights(runs / "quiet/last.safetensors"), _weights(runs / "noisy/last.safetensors"))
 
 
+def test_before_checkpoint_runs_before_every_checkpoint_and_off_the_training_stream(toy_env, workdir):
+    """Task.before_checkpoint() runs at each epoch's end and before each --save-every checkpoint,
+    and the random numbers it draws do not change the weights."""
+    from safetensors.torch import load_file
+
+    for name, count in (("counted", "true"), ("plain", "false")):
+        gentool("train", "toy", "--epochs", "2", "--save-every", "5", "--set", f"count_checkpoints={count}",
+                "--name", name, "-q", env=toy_env, check=True)
+    runs = workdir / "runs" / "toy"
+    state = load_file(str(runs / "counted/last.safetensors"))
+    prepared = next(v for k, v in state.items() if k.endswith("/prepared")).tolist()
+    mid_epoch = list(range(5, 2 * STEPS_PER_EPOCH + 1, 5))
+    assert prepared == sorted(mid_epoch + [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]), prepared
+    assert _same(_weights(runs / "counted/last.safetensors"), _weights(runs / "plain/last.safetensors"))
+
+
 def test_run_folder_has_config_metrics_checkpoints_samples_and_plot(toy_env, workdir):
     gentool("train", "toy", "--epochs", "2", "-q", env=toy_env, check=True)
     run = workdir / "runs" / "toy" / "run1"

@@ -19,6 +19,8 @@ class ToyConfig:
     nan_at_step: int = field(default=0, metadata={"help": "Make the loss NaN at this step (0: never)."})
     random_batches: bool = field(default=False, metadata={"help": "Draw batches with the global RNG (like random text crops)."})
     val_draws: int = field(default=0, metadata={"help": "Random numbers validate() draws from the global RNGs (0: no validate)."})
+    count_checkpoints: bool = field(default=False, metadata={
+        "help": "Record the steps at which before_checkpoint() ran (and draw from the global RNG there)."})
     tune: str = field(default="", metadata={"help": "A fine-tuning tag (a finetune option: --tune X with --resume RUN)."})
 
 
@@ -36,6 +38,8 @@ def _task(config, data, lr, init_from=None):
             c, h, w = data.shape
             self.net = nn.Sequential(nn.Linear(config.width, 32), nn.Tanh(), nn.Linear(32, c * h * w))
             self.shape = (c, h, w)
+            self.steps_seen = 0
+            self.prepared: list[int] = []
             if init_from is not None:
                 from gentool.checkpoint import load_checkpoint
 
@@ -61,7 +65,20 @@ def _task(config, data, lr, init_from=None):
             if config.nan_at_step and ctx.step_count + 1 >= config.nan_at_step:
                 loss = loss * float("nan")
             ctx.step(loss, "adam")
+            self.steps_seen += 1
             return {"loss": loss}
+
+        def before_checkpoint(self):
+            if config.count_checkpoints:
+                self.prepared.append(self.steps_seen)
+                torch.rand(100)  # the harness must hide this from the training stream
+
+        def extra_state(self):
+            return {"prepared": torch.tensor(self.prepared)} if config.count_checkpoints else {}
+
+        def load_extra_state(self, state):
+            if "prepared" in state:
+                self.prepared = [int(x) for x in state["prepared"].tolist()]
 
         def batches(self, epoch, batch_size, rank, world_size, seed):
             if not config.random_batches:

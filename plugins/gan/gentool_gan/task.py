@@ -159,8 +159,9 @@ class GANTask(Task):
     @torch.no_grad()
     def update_ema(self) -> None:
         """g_ema <- decay * g_ema + (1 - decay) * g, with a warm-up so early epochs are not stuck
-        at the initial weights. Buffers (batch-norm statistics) are copied as a stopgap; after
-        each epoch :func:`recalibrate_batch_norm` replaces them with g_ema's own."""
+        at the initial weights. Buffers (batch-norm statistics) are copied as a stopgap; before
+        any checkpoint (:meth:`before_checkpoint`) :func:`recalibrate_batch_norm` replaces them
+        with g_ema's own."""
         self.g_updates += 1
         decay = min(self.cfg.ema_decay, (1.0 + self.g_updates) / (10.0 + self.g_updates))
         ema_p = list(self.g_ema.parameters())
@@ -179,9 +180,12 @@ class GANTask(Task):
             labels = self.labels_for(n)
         return generate(self.g_ema, n, generator, self.device, self.cfg.z_dim, labels)
 
-    def validate(self) -> dict[str, float]:
-        # runs after every epoch, before the checkpoints are written: give g_ema statistics of its own
+    def before_checkpoint(self) -> None:
+        # after every epoch (before validation and the grid) and before any mid-epoch checkpoint,
+        # on every process: give g_ema batch-norm statistics of its own
         recalibrate_batch_norm(self.g_ema, self.cfg.z_dim, self.device, self.labels_for(BN_CALIBRATION_IMAGES))
+
+    def validate(self) -> dict[str, float]:
         n = self.cfg.val_samples
         if not n:
             return {}
