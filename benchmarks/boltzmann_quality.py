@@ -94,7 +94,7 @@ def main() -> None:
         return
     plans = {
         "rbm": ["--epochs", str(args.rbm_epochs), "--batch-size", "100", "--lr", "0.05",
-                "--set", "hidden=500", "--set", "k=1", "--set", "momentum=0.9", "--set", f"binarize={args.binarize}"],
+                "--set", "hidden=500", "--set", "k=1", "--set", "momentum=0.5", "--set", f"binarize={args.binarize}"],
         "dbm": ["--epochs", str(args.dbm_epochs), "--batch-size", "100", "--lr", "0.005",
                 "--set", "layers=500,1000", "--set", f"binarize={args.binarize}"],
     }
