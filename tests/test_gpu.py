@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+
+from gentool.testing import run_cli as gentool
 
 DEVICE = os.environ.get("GENTOOL_TEST_GPU_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(),
@@ -31,12 +31,6 @@ MODELS = {
     "gpt": (["--epochs", "1", "--set", "iters_per_epoch=20"], [], None),
     "vae": (["--epochs", "2"], ["-n", "300"], None),
 }
-
-
-def gentool(*args: str, env: dict[str, str], cwd) -> subprocess.CompletedProcess:
-    # its own runner, not conftest's: run beside the plugins' tests, "conftest" can name another module
-    return subprocess.run([sys.executable, "-m", "gentool", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
 
 
 @pytest.fixture

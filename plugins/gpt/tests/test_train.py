@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import math
 
-import torch
 from gpt_helpers import TINY, gentool
 
 from gentool.checkpoint import load_checkpoint
+from gentool.testing import assert_resume_is_exact
 
 
 def epochs_of(run) -> list[dict]:
@@ -57,12 +57,5 @@ def test_pretrain_on_default_data_loss_falls_then_sample(env, tmp_path):
 
 def test_resume_is_exact_and_bpe_trains(env, tmp_path):
     args = ["--set", "iters_per_epoch=8", "--set", "tokenizer=bpe", "--set", "vocab_size=400", *TINY, "-q"]
-    assert gentool("train", "gpt", "--epochs", "2", "--name", "whole", *args, env=env).returncode == 0
-    assert gentool("train", "gpt", "--epochs", "1", "--name", "half", *args, env=env).returncode == 0
-    res = gentool("train", "gpt", "--resume", "half", "--epochs", "2", "-q", env=env)
-    assert res.returncode == 0, res.stderr
-    a = load_checkpoint(tmp_path / "runs/gpt/whole/last.safetensors")
-    b = load_checkpoint(tmp_path / "runs/gpt/half/last.safetensors")
+    a, b = assert_resume_is_exact("gpt", *args, env=env, runs=tmp_path / "runs")
     assert a.extra["tokenizer"] == b.extra["tokenizer"] and json.loads(a.extra["tokenizer"])["kind"] == "bpe"
-    wa, wb = a.state_dict("gpt"), b.state_dict("gpt")
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
