@@ -125,7 +125,11 @@ def main() -> None:
             m = doc["metrics"]
             key = "test_log_likelihood_nats" if model == "rbm" else "test_log_likelihood_lower_bound"
             mark, source = PUBLISHED[model]
-            device = m.get("device", args.device)
+            device = args.device
+            if device == "auto":  # say which: the figures depend on it
+                import torch
+
+                device = f"auto: {'cuda' if torch.cuda.is_available() else 'cpu'}"
             if m.get(key) is not None:
                 print(f"{model}: {m[key]:.2f} nats on the MNIST test set (log Z {m['log_z']:.2f}, std {m['log_z_std']:.3f}, "
                       f"certain floor under log Z from the data {m['log_z_floor']:.2f}); published {mark} ({source})")
