@@ -57,11 +57,17 @@ def init(world: World, device: "torch.device") -> None:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
-def shutdown(world: World) -> None:
+def shutdown(world: World, *, synced: bool = True) -> None:
+    """Tear the process group down. ``synced``: every process got here normally, so wait for all
+    of them first (a gloo process that destroys the group while a peer's last message is in
+    flight can abort: "terminate called without an active exception", seen once in CI). After an
+    error on one process the others may never arrive: then no barrier."""
     if world.distributed:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            if synced:
+                dist.barrier()
             dist.destroy_process_group()
 
 

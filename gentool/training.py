@@ -421,9 +421,12 @@ def fit(task: Task, job: "TrainJob") -> TrainResult:
     precision = check_precision(opts.precision, device)
     distributed.init(world, device)
     try:
-        return _Fit(task, job, world, device, precision).run()
-    finally:
-        distributed.shutdown(world)
+        result = _Fit(task, job, world, device, precision).run()
+    except BaseException:
+        distributed.shutdown(world, synced=False)
+        raise
+    distributed.shutdown(world)
+    return result
 
 
 class _Fit:
