@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from gentool.devices import pick_device
+
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 PUBLISHED = {"rbm": (-86.34, "RBM 500 hidden, CD-25, Salakhutdinov & Murray 2008"),
              "dbm": (-84.62, "DBM 500-1000, lower bound, Salakhutdinov & Hinton 2009")}
@@ -125,11 +127,7 @@ def main() -> None:
             m = doc["metrics"]
             key = "test_log_likelihood_nats" if model == "rbm" else "test_log_likelihood_lower_bound"
             mark, source = PUBLISHED[model]
-            device = args.device
-            if device == "auto":  # say which: the figures depend on it
-                import torch
-
-                device = f"auto: {'cuda' if torch.cuda.is_available() else 'cpu'}"
+            device = pick_device(args.device).type  # what auto chose: the figures depend on it
             if m.get(key) is not None:
                 print(f"{model}: {m[key]:.2f} nats on the MNIST test set (log Z {m['log_z']:.2f}, std {m['log_z_std']:.3f}, "
                       f"certain floor under log Z from the data {m['log_z_floor']:.2f}); published {mark} ({source})")

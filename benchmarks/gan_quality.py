@@ -36,15 +36,15 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATA = {"mnist": SHARED / "mnist", "cifar": SHARED / "cifar10-subset"}
 
 
+DEVICE = "cpu"  # set from --device: where every arm trains and generates
+
+
 def gentool(args: list[str], env: dict[str, str]) -> str:
     args = [*args, "--device", DEVICE]
     proc = subprocess.run([sys.executable, "-m", "gentool", *args], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"gentool {' '.join(args)} failed:\n{proc.stderr}")
     return proc.stdout
-
-
-DEVICE = "cpu"  # set from --device: where every arm trains and generates
 
 
 def machine() -> str:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from gentool.testing import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -57,9 +58,8 @@ def toy_env(workdir) -> dict[str, str]:
 
 def gentool(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300,
             check: bool = False) -> subprocess.CompletedProcess:
-    """Run the real command line in a subprocess."""
-    proc = subprocess.run([sys.executable, "-m", "gentool", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+    """Run the real command line in a subprocess (:func:`gentool.testing.run_cli`)."""
+    proc = run_cli(*args, env=env, cwd=cwd, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"gentool {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -34,13 +34,19 @@ def prepared(data: ImageDataset, cfg: dict, seed: int, limit: int | None, split:
 
 
 def probe_accuracy(job: Any, opts: dict, train: ImageDataset, test: ImageDataset,
-                   features: Callable[[torch.Tensor], torch.Tensor]) -> float | None:
-    """Logistic-regression accuracy on the top hidden features, where the data has labels."""
+                   features: Callable[[torch.Tensor], torch.Tensor] | tuple[torch.Tensor, torch.Tensor]) -> float | None:
+    """Logistic-regression accuracy on the top hidden features, where the data has labels.
+
+    ``features``: a function of the images, or the (train, test) features already computed.
+    """
     if not opts["probe"] or train.labels is None or test.labels is None:
         return None
-    with torch.no_grad():
-        f_train = features(train.as_float())
-        f_test = features(test.as_float())
+    if isinstance(features, tuple):
+        f_train, f_test = features
+    else:
+        with torch.no_grad():
+            f_train = features(train.as_float())
+            f_test = features(test.as_float())
     return linear_probe(f_train, train.labels, f_test, test.labels)
 
 

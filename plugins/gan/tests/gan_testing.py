@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
+
+from gentool.testing import run_cli
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
 def gentool(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
     """Run the real ``gentool`` command line in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "gentool", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_cli(*args, env=env, timeout=timeout)
 
 
 def make_env(runs: Path, cache: Path) -> dict[str, str]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
+
+from gentool.testing import run_cli
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 # A model small enough to train in seconds on two busy CPU cores.
@@ -14,5 +15,4 @@ TINY = ["--set", "n_layer=2", "--set", "n_embd=32", "--set", "n_head=2", "--set"
 
 def gentool(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real command line in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "gentool", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_cli(*args, env=env, timeout=timeout)
