@@ -1,4 +1,5 @@
-"""Repository-wide pytest settings: slow training tests run only with --runslow."""
+"""Repository-wide pytest settings: slow training tests run only with --runslow; under xdist each
+worker gets its share of the CPU threads."""
 
 from __future__ import annotations
 
@@ -18,3 +19,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_configure(config):
+    """Under ``pytest -n N`` give each worker ``cores // N`` torch threads (and its subprocesses).
+
+    Without this every worker, and every ``gentool`` subprocess a test starts, uses all the cores:
+    on a 16-core machine eight workers ran 128 threads and slow tests hit their time limits.
+    """
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers or "OMP_NUM_THREADS" in os.environ:
+        return
+    threads = max(1, (os.cpu_count() or 1) // int(workers))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)

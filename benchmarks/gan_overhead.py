@@ -14,7 +14,8 @@ alternating order each repeat; the median images/s of each arm is printed with t
   training, and the bare loop has none.
 - bare arm: :func:`gan_reference.bare_loop`, the steps alone (no EMA, no saving).
 
-``--bf16`` adds a third arm: gentool with ``--precision bf16`` autocast, against the fp32 arm.
+``--bf16`` adds two arms: gentool with ``--precision bf16`` autocast, and the bare loop under the same
+autocast; each is set against its own fp32 arm, so the bf16 gain is also measured without the harness.
 Each arm first runs once untimed on 4 batches (imports, first calls). Threads default to 1: on a shared 2-core machine two threads per process oversubscribe the cores.
 """
 
@@ -61,10 +62,19 @@ def gentool_arm(data, images: int, batch_size: int, precision: str, seed: int, d
     return secs
 
 
-def bare_arm(data, images: int, batch_size: int, seed: int, device: str) -> float:
+def bare_arm(data, images: int, batch_size: int, precision: str, seed: int, device: str) -> float:
+    """Seconds for the bare loop's steps alone."""
     torch.manual_seed(seed)
     g, d = build_dcgan(data.shape)
-    return bare_loop(g, d, data.images, steps=images // batch_size, batch_size=batch_size, seed=seed, device=device)
+    return bare_loop(g, d, data.images, steps=images // batch_size, batch_size=batch_size, seed=seed,
+                     device=device, precision=precision)
+
+
+def run_arm(arm: str, data, images: int, batch_size: int, seed: int, device: str) -> float:
+    """Seconds for one run of ``arm`` ("gentool fp32", "bare bf16", ...)."""
+    who, precision = arm.split()
+    fn = gentool_arm if who == "gentool" else bare_arm
+    return fn(data, images, batch_size, precision, seed=seed, device=device)
 
 
 def _sync(device: str) -> None:
@@ -79,7 +89,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--bf16", action="store_true", help="also time gentool with bf16 autocast")
+    p.add_argument("--bf16", action="store_true", help="also time both arms with bf16 autocast")
     p.add_argument("--device", default="cpu", help="cpu or cuda: where both arms train")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,23 +98,17 @@ def main() -> None:
     data = load_dataset(args.data, split="train")
     data = data.subset(slice(0, min(len(data), args.images)))
     images = (len(data) // args.batch_size) * args.batch_size
-    arms = ["gentool fp32", "bare fp32"] + (["gentool bf16"] if args.bf16 else [])
+    arms = ["gentool fp32", "bare fp32"] + (["gentool bf16", "bare bf16"] if args.bf16 else [])
     times: dict[str, list[float]] = {a: [] for a in arms}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["GENTOOL_RUNS"] = str(Path(tmp) / "runs")
         warm = data.subset(slice(0, 4 * args.batch_size))  # untimed: imports, first-call costs
         for arm in arms:
-            if arm == "bare fp32":
-                bare_arm(warm, 4 * args.batch_size, args.batch_size, seed=0, device=args.device)
-            else:
-                gentool_arm(warm, 4 * args.batch_size, args.batch_size, arm.split()[1], seed=0, device=args.device)
+            run_arm(arm, warm, 4 * args.batch_size, args.batch_size, seed=0, device=args.device)
         for r in range(args.repeats):
             order = arms[r % len(arms):] + arms[: r % len(arms)]  # rotate who goes first
             for arm in order:
-                if arm == "bare fp32":
-                    secs = bare_arm(data, images, args.batch_size, seed=r, device=args.device)
-                else:
-                    secs = gentool_arm(data, images, args.batch_size, arm.split()[1], seed=r, device=args.device)
+                secs = run_arm(arm, data, images, args.batch_size, seed=r, device=args.device)
                 times[arm].append(secs)
                 print(f"repeat {r + 1} {arm}: {images / secs:.1f} images/s ({secs:.2f} s)", flush=True)
     rate = {a: images / statistics.median(t) for a, t in times.items()}
@@ -120,9 +124,9 @@ def main() -> None:
     paired = [b / g for g, b in zip(times["gentool fp32"], times["bare fp32"])]
     print(f"gentool / bare loop (fp32): {rate['gentool fp32'] / rate['bare fp32']:.3f}x of the medians; "
           f"per repeat {', '.join(f'{r:.3f}' for r in paired)} (median {statistics.median(paired):.3f}x)")
-    if args.bf16:
-        pb = [f / b for f, b in zip(times["gentool fp32"], times["gentool bf16"])]
-        print(f"gentool bf16 / fp32 ({args.device}): {rate['gentool bf16'] / rate['gentool fp32']:.3f}x of the medians; "
+    for who in ("gentool", "bare") if args.bf16 else ():
+        pb = [f / b for f, b in zip(times[f"{who} fp32"], times[f"{who} bf16"])]
+        print(f"{who} bf16 / fp32 ({args.device}): {rate[f'{who} bf16'] / rate[f'{who} fp32']:.3f}x of the medians; "
               f"per repeat {', '.join(f'{r:.3f}' for r in pb)} (median {statistics.median(pb):.3f}x)")
 
 
