@@ -11,7 +11,8 @@ import math
 from typing import Any
 
 import torch
-from gentool.errors import ConfigError, DataError
+from gentool.config import flag_value
+from gentool.errors import DataError
 
 from gentool_gpt.data import eval_windows
 from gentool_gpt.loading import load_gpt
@@ -74,14 +75,9 @@ def chat_metrics(model: Any, tokenizer: Any, convs: list, *, max_tokens: int = 2
 def evaluate(job: Any) -> dict[str, Any]:
     """The ``gentool_evaluate`` hook."""
     opts = dict(job.options)
-    try:
-        max_tokens = int(opts.get("max_tokens", 200))
-        temperature = float(opts.get("temperature", 0.0))
-        n_conv = int(opts.get("conversations", 50))
-    except ValueError as exc:
-        raise ConfigError(f"bad evaluation option: {exc}") from None
-    if max_tokens < 1 or temperature < 0 or n_conv < 1:
-        raise ConfigError("bad evaluation option: --max-tokens and --conversations must be >= 1, --temperature >= 0")
+    max_tokens = flag_value(opts, "max_tokens", int, 200, minimum=1)
+    temperature = flag_value(opts, "temperature", float, 0.0, minimum=0)
+    n_conv = flag_value(opts, "conversations", int, 50, minimum=1)
     model, tok = load_gpt(job.checkpoint, job.device)
     extra = job.checkpoint.extra
     out: dict[str, Any] = {"tokenizer": tok.kind, "parameters": model.num_parameters()}

@@ -11,10 +11,11 @@ transformers-loadable export of the best weights.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
+from gentool.config import flag_value
 from gentool.errors import ConfigError, DataError
 from gentool.training import Task
 
@@ -268,20 +269,13 @@ def sample(job: Any) -> Any:
     from gentool_gpt.loading import load_gpt
 
     opts = dict(job.options)
-    try:
-        prompt = opts.get("prompt", "")
-        max_tokens = int(opts.get("max_tokens", 500))
-        temperature = float(opts.get("temperature", 0.8))
-        top_k = int(opts["top_k"]) if opts.get("top_k") not in (None, "", "none") else None
-        top_p = float(opts["top_p"]) if opts.get("top_p") not in (None, "", "none") else None
-    except ValueError as exc:
-        raise ConfigError(f"bad sampling option: {exc}") from None
-    if max_tokens < 1 or temperature < 0:
-        raise ConfigError("--max-tokens must be >= 1 and --temperature >= 0")
-    if top_k is not None and top_k < 1:
-        raise ConfigError("--top-k must be at least 1 (or none)")
+    prompt = flag_value(opts, "prompt", str, "")
+    max_tokens = flag_value(opts, "max_tokens", int, 500, minimum=1)
+    temperature = flag_value(opts, "temperature", float, 0.8, minimum=0)
+    top_k = flag_value(opts, "top_k", Optional[int], None, minimum=1)
+    top_p = flag_value(opts, "top_p", Optional[float], None)
     if top_p is not None and not 0 < top_p <= 1:
-        raise ConfigError("--top-p must be in (0, 1] (or none)")
+        raise ConfigError(f"--top-p must be in (0, 1] (or none), got {top_p}")
     model, tok = load_gpt(job.checkpoint, job.device)
     ids = tok.encode(prompt) if prompt else start_ids(tok)
     texts = []
