@@ -25,7 +25,7 @@ def pytest_configure(config):
     """Under ``pytest -n N`` give each worker ``cores // N`` torch threads (and its subprocesses).
 
     Without this every worker, and every ``gentool`` subprocess a test starts, uses all the cores:
-    on a 16-core machine eight workers ran 128 threads and slow tests hit their time limits.
+    eight workers on a 16-core GPU machine ran 128 threads. A ``OMP_NUM_THREADS`` already set wins.
     """
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if not workers or "OMP_NUM_THREADS" in os.environ:
