@@ -245,7 +245,7 @@ def evaluate(job: Any) -> dict[str, Any]:
     """``gentool evaluate dbn``: the variational lower bound on the test log-likelihood (AIS for
     the top RBM's log Z), reconstruction error, the first RBM's pseudo-likelihood, probe."""
     from gentool_boltzmann import ais
-    from gentool_boltzmann.evaluation import prepared, probe_accuracy, settings
+    from gentool_boltzmann.evaluation import check_log_z, prepared, probe_accuracy, settings
 
     dbn, _ = load_dbn(job.checkpoint, job.device)
     cfg = job.checkpoint.config
@@ -272,6 +272,13 @@ def evaluate(job: Any) -> dict[str, Any]:
         "log_z_top_std": est.log_z_std,
         **{f"ais_{k}": val for k, val in est.as_dict().items() if k in ("runs", "steps", "method")},
     }
+    # The training data passed up are binary states of the top RBM, whose unnormalised marginal
+    # log p*_top is exact: a certain floor under log Z_top. AIS below it missed modes, and the
+    # bound built on it (which would read too high, even above 0) is withdrawn.
+    top_states = top_data.double().cpu()
+    floor = ais.log_z_floor(top_states, ais.rbm_log_p_unnormalised(top_states, *params[top]))
+    check_log_z(out, est.log_z, floor, "test_log_likelihood_lower_bound", float(bound) + est.log_z,
+                ("bound_low", "bound_high"), states="the training data passed up to the top RBM")
     with torch.no_grad():
         h = dbn.up(v, len(dbn.rbms), sample=False)
         out["reconstruction_error"] = float((dbn.down_means(h, len(dbn.rbms)) - v).pow(2).sum(1).mean())

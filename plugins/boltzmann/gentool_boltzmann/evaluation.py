@@ -51,13 +51,14 @@ def probe_accuracy(job: Any, opts: dict, train: ImageDataset, test: ImageDataset
 
 
 def check_log_z(out: dict[str, Any], log_z: float, floor: float, headline: str, mean_log_p_low: float,
-                error_keys: tuple[str, ...]) -> None:
+                error_keys: tuple[str, ...], states: str = "the data themselves") -> None:
     """Hold the AIS ``log_z`` against ``floor``, a certain lower bound on log Z from the data.
 
     ``out`` gains ``log_z_floor`` and ``ais_consistent``. Where AIS lies below the floor its
     log Z is wrong (too low: the chains missed modes), so every figure built on it is withdrawn:
     the ``headline`` and its ``error_keys`` become None, ``<headline>_at_most`` gives the most
     the figure could be (``mean_log_p_low - floor``), and ``warning`` says what happened.
+    ``states`` names the binary states the floor sums over, for the warning.
     """
     out["log_z_floor"] = floor
     out["ais_consistent"] = bool(log_z >= floor)
@@ -68,8 +69,8 @@ def check_log_z(out: dict[str, Any], log_z: float, floor: float, headline: str, 
         out[key] = None
     out[f"{headline}_at_most"] = mean_log_p_low - floor
     out["warning"] = (
-        f"AIS gave log Z = {log_z:.2f}, below {floor:.2f}, a certain lower bound on log Z from the data "
-        f"themselves (log Z >= log of the sum of p*(v) over distinct data vectors). The AIS chains missed "
+        f"AIS gave log Z = {log_z:.2f}, below {floor:.2f}, a certain lower bound on log Z from {states} "
+        f"(log Z >= log of the sum of p* over distinct states). The AIS chains missed "
         f"modes of the model, so no log-likelihood is reported: it is at most {mean_log_p_low - floor:.2f}. "
         "More --ais-steps rarely cure this; a model whose Gibbs chains mix does (a lower learning rate, more "
         "persistent chains or Gibbs steps)."

@@ -152,6 +152,41 @@ def test_dbn_from_the_command_line(env, tmp_path):
     assert res.returncode == 1 and "--epochs >= 2" in res.stderr and "Traceback" not in res.stderr
 
 
+def test_dbn_bound_is_withdrawn_when_ais_falls_below_the_floor(tmp_path, monkeypatch):
+    """An AIS log Z_top under the data's certain floor would make the bound read too high (a
+    50-epoch MNIST DBN once reported +150 nats, impossible for binary data): it is withdrawn."""
+    from dataclasses import replace
+
+    from gentool.api import EvaluateJob
+    from gentool.data.digits import load_digits
+    from gentool_boltzmann import ais, dbn
+    from gentool_boltzmann.dbn import DBNTask
+
+    job = make_job("dbn", tmp_path, 2, {"layers": (32, 16)}, lr=0.1)
+    job.fit(new_task(DBNTask, job))
+    ckpt = load_checkpoint(job.run.last)
+
+    def evaluate() -> dict:
+        ev = EvaluateJob(spec=job.spec, checkpoint=ckpt, data=load_digits("test"), device=torch.device("cpu"),
+                         seed=0, options={"ais_runs": "10", "ais_steps": "200", "probe": "false"},
+                         data_loader=lambda split: load_digits(split))
+        return dbn.evaluate(ev)
+
+    good = evaluate()
+    assert good["ais_consistent"] and good["log_z_top"] >= good["log_z_floor"]
+    assert good["test_log_likelihood_lower_bound"] < 0 and "warning" not in good
+
+    real = ais.rbm_ais
+    monkeypatch.setattr(ais, "rbm_ais", lambda *a, **k: replace(
+        real(*a, **k), log_z=good["log_z_floor"] - 50.0, log_z_low=math.nan, log_z_high=good["log_z_floor"] - 49.0))
+    bad = evaluate()
+    assert not bad["ais_consistent"] and bad["test_log_likelihood_lower_bound"] is None
+    assert bad["bound_low"] is None and bad["bound_high"] is None and "missed modes" in bad["warning"]
+    # the most the bound could be, with log Z_top at its floor: below the reported bound's stuff
+    assert bad["test_log_likelihood_lower_bound_at_most"] == pytest.approx(
+        good["test_log_likelihood_lower_bound"] + good["log_z_top"] - good["log_z_floor"], abs=1e-6)
+
+
 # -- DBM -----------------------------------------------------------------------------------------
 def test_dbm_pretrains_then_trains_jointly_and_learns(tmp_path):
     from gentool_boltzmann.dbm import DBMTask
