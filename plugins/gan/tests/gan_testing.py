@@ -4,17 +4,12 @@ is called "conftest", so tests import from here, not from it)."""
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 from gentool.testing import run_cli
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-
-
-def gentool(*args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run the real ``gentool`` command line in a subprocess."""
-    return run_cli(*args, env=env, timeout=timeout)
+gentool = run_cli  # the real command line in a subprocess
 
 
 def make_env(runs: Path, cache: Path) -> dict[str, str]:
