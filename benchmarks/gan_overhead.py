@@ -7,7 +7,7 @@ Both arms train the plugin's DCGAN (identical generator and discriminator, same 
 data, non-saturating loss, Adam) for one epoch of ``--images`` images, in this one process,
 alternating order each repeat; the median images/s of each arm is printed with the ratio.
 
-- gentool arm: ``job.fit(GANTask(...))``, timed from the call to its return: device setup, seeded
+- gentool arm: ``gentool.fit(GANTask(...), job)``, timed from the call to its return: device setup, seeded
   data order, the step with its NaN guards, the EMA generator update, metrics.jsonl, the epoch's
   sample grid (64 images), the loss plot and the last checkpoint (G, D, EMA G and both optimizers).
   Only the per-epoch Fréchet-distance validation is off (``val_samples=0``): it is a metric, not
@@ -40,10 +40,8 @@ MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 
 def gentool_arm(data, images: int, batch_size: int, precision: str, seed: int, device: str) -> float:
     """Seconds for one epoch of gentool's harness on ``data``."""
-    from gentool.api import TrainJob, TrainOptions
-    from gentool.config import build_config
+    from gentool import TrainJob, TrainOptions, build_config, fit, seed_everything
     from gentool.runs import new_run
-    from gentool.training import seed_everything
     from gentool_gan.plugin import SPECS
     from gentool_gan.task import CONFIGS, GANTask
 
@@ -52,10 +50,10 @@ def gentool_arm(data, images: int, batch_size: int, precision: str, seed: int, d
     opts = TrainOptions(data=data.name, epochs=1, batch_size=batch_size, lr=2e-4, device=device,
                         precision=precision, seed=seed)
     seed_everything(seed)
-    task = GANTask("dcgan", cfg, data, opts.lr, quiet=True)
+    task = GANTask("dcgan", cfg, data, opts.lr)
     job = TrainJob(spec=spec, config=cfg, options=opts, data=data, run=new_run("dcgan"), quiet=True)
     t0 = time.perf_counter()
-    result = job.fit(task)
+    result = fit(task, job)
     _sync(device)
     secs = time.perf_counter() - t0
     assert result.step == images // batch_size

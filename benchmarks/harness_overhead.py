@@ -71,7 +71,7 @@ def bare_loop(data, steps: int, batch: int, device: torch.device) -> float:
 def harness(data, steps: int, batch: int, device: torch.device) -> float:
     from gentool.api import ModelSpec, TrainJob, TrainOptions
     from gentool.runs import Run
-    from gentool.training import Task
+    from gentool.training import Task, fit
 
     class Classify(Task):
         def __init__(self):
@@ -94,7 +94,7 @@ def harness(data, steps: int, batch: int, device: torch.device) -> float:
         opts = TrainOptions(epochs=1, batch_size=batch, device=device.type, sample_count=0)
         job = TrainJob(ModelSpec("bench", "bench", ""), None, opts, data, run, quiet=True)
         t = time.perf_counter()
-        job.fit(Classify())
+        fit(Classify(), job)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return steps * batch / (time.perf_counter() - t)

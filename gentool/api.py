@@ -1,9 +1,8 @@
-"""The public API for plugin authors: what hooks receive and return.
+"""The records hooks receive and return: model specs, jobs, results.
 
 Everything here imports without torch; the jobs reference torch objects only through their
-attributes at run time. A plugin depends on this module, :mod:`gentool.hookspecs`,
-:mod:`gentool.training`, :mod:`gentool.checkpoint`, :mod:`gentool.data` and :mod:`gentool.metrics`,
-never on the CLI.
+attributes at run time. Plugin authors import these through the facade (``from gentool import
+ModelSpec, SampleResult``); this module is where they live.
 """
 
 from __future__ import annotations
@@ -34,6 +33,13 @@ class ModelSpec:
     also accepts as flags (``--sft FILE``) and that may be given with ``--resume RUN``: that
     starts a *new* run whose weights begin from RUN's last checkpoint (``TrainJob.init_from``),
     with RUN's config and these fields changed (chat fine-tuning of a pretrained model, say).
+    ``sample_options`` and ``evaluate_options`` declare the model's own flags of ``gentool sample``
+    and ``gentool evaluate``: best as a dataclass (like ``config``: fields with types, defaults and
+    ``metadata={"help": ...}``), whose parsed instance the hook then receives as ``job.options``
+    (``gentool sample MODEL --help`` lists the fields; ``--label 3`` and ``m.sample(label=3)`` fill
+    them; a mistyped flag or bad value is refused before the hook runs). The older form, a dict of
+    flag name to help text, still works: the hook then gets the flags as a dict of strings.
+    ``None`` leaves the flags unchecked.
     ``plugin`` and ``plugin_version`` are filled in by the core from the registering plugin.
     """
 
@@ -48,8 +54,8 @@ class ModelSpec:
     lr: float = 1e-3
     image_size: int | None = None
     channels: int | None = None
-    sample_options: dict[str, str] | None = None
-    evaluate_options: dict[str, str] | None = None
+    sample_options: type | dict[str, str] | None = None
+    evaluate_options: type | dict[str, str] | None = None
     finetune_options: dict[str, str] | None = None
     plugin: str = ""
     plugin_version: str = ""
@@ -70,6 +76,7 @@ class TrainOptions:
     save_every: int = 0
     log_every: int = 0
     sample_count: int = 64
+    threads: int | None = None
 
 
 @dataclass
@@ -80,6 +87,8 @@ class TrainJob:
     restores weights, optimizers, schedulers, RNG state and the position in the epoch from it.
     ``init_from`` is a checkpoint of the same model whose weights a fine-tuning run starts from
     (see ``ModelSpec.finetune_options``); the task loads them itself, the optimizer starts fresh.
+    ``base`` then describes where those weights came from (run folder, checkpoint, its data and
+    step); the core records it in every checkpoint of the new run as ``finetuned_from``.
     """
 
     spec: ModelSpec
@@ -90,9 +99,15 @@ class TrainJob:
     resume: Path | None = None
     quiet: bool = False
     init_from: Path | None = None
+    base: dict[str, Any] | None = None
 
     def fit(self, task: "Task") -> "TrainResult":
-        """Run the shared training harness on ``task`` (see :func:`gentool.training.fit`)."""
+        """Deprecated: call ``gentool.fit(task, job)``. Kept so that plugins written for gentool
+        0.1 keep working; it warns (DeprecationWarning) and then does exactly that."""
+        import warnings
+
+        warnings.warn("TrainJob.fit(task) is deprecated: return gentool.fit(task, job) instead",
+                      DeprecationWarning, stacklevel=2)
         from gentool.training import fit
 
         return fit(task, self)
@@ -102,11 +117,15 @@ class TrainJob:
 class SampleJob:
     """What ``gentool_sample`` receives.
 
-    ``options`` holds the model-specific flags the user gave (``gentool sample cgan --label 3
-    --interpolate`` gives ``{"label": "3", "interpolate": "true"}``; ``--set k=v`` too): refuse
-    unknown ones with a :class:`gentool.errors.ConfigError`. ``out`` is the folder the core
-    writes the samples to; a plugin may add files of its own there (an animation, say) and list
-    them in :attr:`SampleResult.files`.
+    ``options`` holds the model-specific flags: an instance of the dataclass the spec declared as
+    ``sample_options`` (``gentool sample cgan --label 3 --interpolate`` or ``m.sample(label=3,
+    interpolate=True)`` give ``options.label == "3"``, ``options.interpolate is True``), already
+    parsed and checked; with the older dict declaration, a dict of strings (``{"label": "3",
+    "interpolate": "true"}``). ``device`` is where to run the networks; ``generator`` is a **CPU**
+    generator seeded by the core (draw noise on the CPU, then move it to ``device``: the same seed
+    gives the same samples on every device). ``out`` is the folder the core writes the samples
+    to; a plugin may add files of its own there (an animation, say) and list them in
+    :attr:`SampleResult.files`.
     """
 
     spec: ModelSpec
@@ -115,7 +134,7 @@ class SampleJob:
     device: "torch.device"
     generator: "torch.Generator"
     seed: int
-    options: dict[str, str] = field(default_factory=dict)
+    options: Any = field(default_factory=dict)
     out: Path = Path("samples")
 
 
@@ -138,9 +157,12 @@ class SampleResult:
 class EvaluateJob:
     """What ``gentool_evaluate`` receives: a checkpoint and held-out data to score it on.
 
+    ``data`` is the held-out split named by ``data_split`` (``"test"`` unless the user chose another;
+    ``"train"`` when the data has no test split, which the core then says in the result).
     ``features`` names the feature extractor for sample-quality metrics (``None``: gentool's
     offline default; ``inception`` or ``inception:/path/weights.safetensors``); pass it to
-    :func:`gentool.metrics.get_extractor`.
+    :func:`gentool.metrics.get_extractor`. ``options`` holds the model's own evaluation flags, as
+    for :class:`SampleJob`.
     """
 
     spec: ModelSpec
@@ -150,8 +172,9 @@ class EvaluateJob:
     seed: int
     n: int = 2000
     features: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
+    options: Any = field(default_factory=dict)
     data_loader: "Callable[[str], ImageDataset | TextDataset] | None" = None
+    data_split: str = "test"
 
     def split(self, name: str) -> "ImageDataset | TextDataset":
         """Another split of the evaluation data (e.g. ``"train"`` to fit a feature extractor or
@@ -159,6 +182,31 @@ class EvaluateJob:
         if self.data_loader is None:
             raise RuntimeError("this EvaluateJob has no data loader")
         return self.data_loader(name)
+
+
+@dataclass
+class NoOptions:
+    """Declare ``sample_options=NoOptions`` (or ``evaluate_options``) for a verb that takes no
+    model-specific flags: a mistyped flag is then refused before the hook runs."""
+
+
+@dataclass
+class EvaluateResult:
+    """What ``gentool_evaluate`` returns: numbers, the settings behind them, and warnings.
+
+    ``metrics`` maps a metric name to a number (``None`` for a figure the plugin's own checks
+    withdrew: say why in ``warnings``); ``settings`` maps a name to a string describing how the
+    numbers were made (the feature extractor, the sampler, the AIS method); ``warnings`` are
+    sentences the user must see (``gentool evaluate`` prints them on stderr and in the JSON).
+    """
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{"metrics": ..., "settings": ..., "warnings": [...]}`` (JSON-able)."""
+        return {"metrics": dict(self.metrics), "settings": dict(self.settings), "warnings": list(self.warnings)}
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from gentool.errors import CheckpointError
+from gentool.io import write_atomic  # noqa: F401  (re-exported: its old home)
 
 if TYPE_CHECKING:
     import torch
@@ -30,46 +30,8 @@ if TYPE_CHECKING:
 FORMAT = "gentool-checkpoint/1"
 
 
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_MODE = _file_mode()  # what open() would give: mkstemp's 0600 would hide outputs from other users
 TRAIN_PREFIX = "__train__/"
 _MAX_HEADER = 100 * 1024 * 1024
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one, never half.
-
-    Temporary file in the same folder, fsync, rename over the target, fsync the folder.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # some file systems refuse fsync on folders; the rename is still atomic
-        pass
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 import gentool
-from gentool.errors import ConfigError, DataError, GentoolError
+from gentool.errors import GentoolError
 
 class _Group(TyperGroup):
     """Turns errors into one line on stderr and an exit code, for every command (plugins' too)."""
@@ -45,7 +45,7 @@ class _Group(TyperGroup):
 
 
 def _debug() -> bool:
-    return _state["debug"] or "--debug" in sys.argv or os.environ.get("GENTOOL_DEBUG") == "1"
+    return _state["debug"] or os.environ.get("GENTOOL_DEBUG") == "1"
 
 
 app = typer.Typer(
@@ -86,7 +86,7 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
-    _state["debug"] = debug
+    _state["debug"] = _state["debug"] or debug
     import warnings
 
     def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
@@ -102,6 +102,10 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON i
     reg = _registry()
     rows = [{"name": s.name, "family": s.family, "plugin": s.plugin, "modality": s.modality, "summary": s.summary}
             for s in sorted(reg.models.values(), key=lambda s: (s.family, s.name))]
+    failed = reg.failed()
+    if failed:  # their models are missing from the list: say so, where it does not spoil the JSON
+        _console(stderr=True).print(f"[yellow]note:[/] plugin {escape(', '.join(failed))} failed to load, so its "
+                                    "models are missing: see `gentool plugins`", markup=True)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -159,6 +163,7 @@ def train(
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32|bf16|fp16 autocast precision."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (same seed, same run)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=4, help="Resize and crop images to this size."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: GENTOOL_THREADS, OMP_NUM_THREADS, else one per core)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default run1, run2, ...)."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue a run: its name, folder, or 'latest' (bare --resume)."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML file with [train] and [model] tables."),
@@ -174,85 +179,21 @@ def train(
             _print_model_options(model)
         raise typer.Exit(0 if help_ else 2)
 
-    from gentool.api import TrainJob, TrainOptions
-    from gentool.config import build_config, config_from_dict, parse_set_options
-
-    reg = _registry()
-    spec = reg.model(model)
-    file_doc = _read_toml(config) if config else {}
-    train_doc, model_doc = _split_toml(file_doc, spec)
-    flags = {k: v for k, v in dict(data=data, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                                   precision=precision, seed=seed, image_size=image_size,
-                                   save_every=save_every).items() if v is not None}
-    sets = {**_finetune_flags(ctx, spec), **parse_set_options(set_)}
-    finetune = set(spec.finetune_options or {})
-
-    resume_path = init_from = None
-    if resume is not None and sets and finetune.intersection(sets):
-        # Fine-tuning: a new run that starts from the resumed run's weights, with its config
-        # and the fine-tune fields (and any other --set) changed.
-        from gentool.checkpoint import load_checkpoint
-        from gentool.runs import resolve_run
-
-        base_run = resolve_run(model, resume)
-        ckpt = load_checkpoint(base_run.last, model=model)
-        base = {"epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr, "image_size": spec.image_size}
-        options = TrainOptions(**{**base, **train_doc, **flags})
-        cfg = build_config(spec.config, {**ckpt.config, **model_doc, **sets})
-        init_from = base_run.last
-        run = None
-    elif resume is not None:
-        from gentool.checkpoint import load_checkpoint
-        from gentool.runs import resolve_run
-
-        run = resolve_run(model, resume)
-        ckpt = load_checkpoint(run.last, model=model)
-        if sets or model_doc:
-            raise ConfigError("model options cannot change when resuming; start a new run instead")
-        saved = {k: v for k, v in ckpt.meta.get("train", {}).items() if k in _TRAIN_OPTION_NAMES()}
-        saved.pop("device", None)
-        asked = {**train_doc, **flags}
-        changed = [k for k in ("data", "batch_size", "seed", "image_size") if k in asked and asked[k] != saved.get(k)]
-        if changed:
-            raise ConfigError(f"--{changed[0].replace('_', '-')} cannot change when resuming (the saved position in "
-                              "the data depends on it); start a new run instead")
-        options = TrainOptions(**{**saved, **asked})
-        cfg = config_from_dict(spec.config, ckpt.config)
-        resume_path = run.last
-    else:
-        base = {"epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr, "image_size": spec.image_size}
-        options = TrainOptions(**{**base, **train_doc, **flags})
-        cfg = build_config(spec.config, {**model_doc, **sets})
-        run = None
-
-    from gentool.devices import check_precision, pick_device
+    from gentool.config import parse_set_options
     from gentool.distributed import launched_world
-    from gentool.training import seed_everything
+    from gentool.engine import train as run_training
 
-    world = launched_world()
-    check_precision(options.precision, pick_device(options.device, local_rank=world.local_rank if world.distributed else None))
-    seed_everything(options.seed)
-    options.data = options.data or spec.default_data
-    dataset = _load_data(options.data, spec.modality, "train", options.image_size, reg, channels=spec.channels)
-    fresh = run is None
-    if fresh:
-        run = _new_run(model, name)
-    job = TrainJob(spec=spec, config=cfg, options=options, data=dataset, run=run, resume=resume_path, quiet=quiet,
-                   init_from=init_from)
-    if init_from is not None and world.is_main and not quiet:
-        _console().print(f"fine-tuning from {init_from} into a new run: {run.dir}")
-    try:
-        result = reg.call("gentool_train", spec, job=job)
-    except BaseException:
-        if fresh and world.is_main:
-            _remove_if_empty(run.dir)
-        raise
-    if world.is_main and not quiet:
+    spec = _registry().model(model)
+    options = {**_finetune_flags(ctx, spec), **parse_set_options(set_)}
+    result = run_training(model, data=data, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                          precision=precision, seed=seed, image_size=image_size, threads=threads, name=name,
+                          resume=resume, config=config, save_every=save_every, options=options, quiet=quiet)
+    if launched_world().is_main and not quiet:
         con = _console()
-        con.print(f"run folder: {run.dir}")
-        if getattr(result, "best", None):
-            con.print(f"best checkpoint: {result.best}")
-        con.print(f"next: gentool sample {model} -n 16   |   gentool evaluate {model}")
+        con.print(f"run folder: {result.dir}", markup=False)
+        if result.best:
+            con.print(f"best checkpoint: {result.best}", markup=False)
+        con.print(f"next: gentool sample {model} -n 16   |   gentool evaluate {model}", markup=False)
 
 
 def _finetune_flags(ctx: typer.Context, spec: Any) -> dict[str, str]:
@@ -269,92 +210,43 @@ def _finetune_flags(ctx: typer.Context, spec: Any) -> dict[str, str]:
     return extra
 
 
-def _TRAIN_OPTION_NAMES() -> set[str]:
-    import dataclasses
-
-    from gentool.api import TrainOptions
-
-    return {f.name for f in dataclasses.fields(TrainOptions)}
-
-
-def _remove_if_empty(folder: Path) -> None:
-    """Remove a new run's folder when training failed before it held anything but its config."""
-    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"config.toml"}:
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _new_run(model: str, name: str | None):
-    from gentool.distributed import launched_world
-    from gentool.paths import runs_dir
-    from gentool.runs import Run, new_run
-
-    world = launched_world()
-    if not world.distributed:
-        return new_run(model, name)
-    # Under torchrun every process must agree on the folder: a name all of them know, made by rank 0.
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
-    if name is None and run_id in ("", "none"):
-        raise ConfigError("under torchrun, pass --name RUN (or use --standalone, whose run id names the run)")
-    name = name or "run-" + "".join(c for c in run_id if c.isalnum())[:12]
-    if world.is_main:
-        return new_run(model, name)
-    return Run(model, name, runs_dir() / model / name)
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot parse {path}: {exc}") from None
-
-
-def _split_toml(doc: dict[str, Any], spec: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``[train]`` and ``[model]`` tables; top-level keys go to whichever knows them."""
-    import dataclasses
-
-    from gentool.config import unknown_key_error
-
-    train = dict(doc.get("train", {}))
-    model = dict(doc.get("model", {}))
-    option_names = _TRAIN_OPTION_NAMES()
-    model_names = {f.name for f in dataclasses.fields(spec.config)} if spec.config else set()
-    for key in train:
-        if key not in option_names:
-            raise unknown_key_error(key, sorted(option_names), "[train]")
-    for key, value in doc.items():
-        if key in ("train", "model"):
-            continue
-        if key in option_names:
-            train[key] = value
-        elif key in model_names:
-            model[key] = value
-        else:
-            raise unknown_key_error(key, sorted(option_names | model_names), "config file")
-    return train, model
-
-
-def _print_model_options(model: str) -> None:
+def _options_table(config_cls: type, title: str) -> Any:
     from rich.table import Table
 
     from gentool.config import fields_of
 
+    table = Table(title, "type", "default", "help", box=None, header_style="bold")
+    for f in fields_of(config_cls):
+        default = f.default if not isinstance(f.default, (tuple, list)) else ",".join(map(str, f.default))
+        table.add_row(f.name if "--set" in title else "--" + f.name.replace("_", "-"), escape(f.type_name),
+                      escape(str(default)), escape(f.help))
+    return table
+
+
+def _print_verb_options(spec: Any, verb: str, con: Any) -> None:
+    """The model's own flags of ``verb`` (sample or evaluate): a table, or the older one-line list."""
+    import dataclasses
+
+    from gentool.engine import declared_options
+
+    declared = declared_options(spec, verb)
+    if isinstance(declared, type) and dataclasses.is_dataclass(declared):
+        if dataclasses.fields(declared):
+            con.print(f"\ngentool {verb} {spec.name} also takes:", markup=False)
+            con.print(_options_table(declared, "option"))
+    elif declared:
+        con.print(f"gentool {verb} {spec.name} also takes: "
+                  + "; ".join(f"--{k.replace('_', '-')} ({v})" for k, v in declared.items()), markup=False)
+
+
+def _print_model_options(model: str) -> None:
     spec = _registry().model(model)
     con = _console()
     con.print(f"\n[bold]{escape(spec.name)}[/] ({escape(spec.family)}, plugin {escape(spec.plugin)}): {escape(spec.summary)}")
     con.print(f"defaults: --epochs {spec.epochs} --batch-size {spec.batch_size} --lr {spec.lr} --data {spec.default_data}"
               + (f" --image-size {spec.image_size}" if spec.image_size else ""), markup=False)
-    for verb, declared in (("sample", spec.sample_options), ("evaluate", spec.evaluate_options)):
-        if declared:
-            con.print(f"gentool {verb} {spec.name} also takes: "
-                      + "; ".join(f"--{k.replace('_', '-')} ({v})" for k, v in declared.items()), markup=False)
+    for verb in ("sample", "evaluate"):
+        _print_verb_options(spec, verb, con)
     if spec.finetune_options:
         con.print(f"gentool train {spec.name} also takes: "
                   + "; ".join(f"--{k.replace('_', '-')} ({v})" for k, v in spec.finetune_options.items())
@@ -362,29 +254,23 @@ def _print_model_options(model: str) -> None:
     if spec.config is None:
         con.print("This model has no options of its own.")
         return
-    table = Table("option (--set key=value)", "type", "default", "help", box=None, header_style="bold")
-    for f in fields_of(spec.config):
-        default = f.default if not isinstance(f.default, (tuple, list)) else ",".join(map(str, f.default))
-        table.add_row(f.name, escape(f.type_name), escape(str(default)), escape(f.help))
-    con.print(table)
+    con.print(_options_table(spec.config, "option (--set key=value)"))
 
 
-def _load_data(ref: str, modality: str, split: str, image_size: int | None, reg: Any, channels: int | None = None):
-    from gentool.data import load_dataset
-
-    dataset = load_dataset(ref, split=split, image_size=image_size, channels=channels, extra=reg.datasets)
-    kind = dataset.info().get("kind")
-    if kind != modality:
-        raise DataError(f"{ref} is {kind} data, but this model needs {modality} data")
-    return dataset
+def _verb_help(ctx: typer.Context, model: Optional[str], verb: str) -> None:
+    typer.echo(ctx.get_help())
+    if model is not None:
+        spec = _registry().model(model)
+        _print_verb_options(spec, verb, _console())
+    raise typer.Exit(0)
 
 
 # -- sample ---------------------------------------------------------------------------------
-@app.command(context_settings={"help_option_names": ["-h", "--help"], "allow_extra_args": True,
-                             "ignore_unknown_options": True})
+@app.command(add_help_option=False, context_settings={"help_option_names": [], "allow_extra_args": True,
+                                                       "ignore_unknown_options": True})
 def sample(
     ctx: typer.Context,
-    model: str = typer.Argument(..., help="Model to sample from."),
+    model: Optional[str] = typer.Argument(None, help="Model to sample from."),
     n: int = typer.Option(16, "-n", "--num", min=1, help="Number of samples."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file, run name or folder, or hf://owner/repo (default: newest run)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same samples)."),
@@ -392,149 +278,78 @@ def sample(
     as_dataset: bool = typer.Option(False, "--as-dataset", help="Write an image folder with one subfolder per class (loadable with --data)."),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Model-specific sampling option key=value."),
+    help_: bool = typer.Option(False, "--help", "-h", help="Show this message (with MODEL: its own options) and exit."),
 ) -> None:
-    """Draw samples: single images and a grid (or text). Model-specific flags (--label 3, ...) pass through;
-    `gentool train MODEL -h` lists them."""
-    from gentool.api import SampleJob
-    from gentool.checkpoint import load_checkpoint
-    from gentool.config import parse_extra_args, parse_set_options
-    from gentool.runs import resolve_checkpoint
+    """Draw samples: single images and a grid (or text).
 
-    reg = _registry()
-    spec = reg.model(model)
-    options = _model_flags(spec, "sample", {**parse_extra_args(ctx.args), **parse_set_options(set_)})
-    path = resolve_checkpoint(model, checkpoint)
-    ckpt = load_checkpoint(path, model=model)
-
-    import torch
-
-    from gentool.devices import pick_device
-    from gentool.training import seed_everything
-
-    dev = pick_device(device)
-    seed_everything(seed)
-    out = out or Path("samples") / model
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    job = SampleJob(spec=spec, checkpoint=ckpt, n=n, device=dev, generator=generator, seed=seed,
-                    options=options, out=out)
-    with torch.no_grad():
-        result = reg.call("gentool_sample", spec, job=job)
-    written = write_samples(result, out, ckpt.data.get("class_names"), as_dataset=as_dataset)
-    _console().print(f"wrote {written} from {path}")
-    for f in result.files:
-        _console().print(f"wrote {f}")
-
-
-def _model_flags(spec: Any, verb: str, options: dict[str, str]) -> dict[str, str]:
-    """Refuse flags the model did not declare for ``verb`` (when it declared any list)."""
-    from gentool.config import unknown_key_error
-
-    declared = spec.sample_options if verb == "sample" else spec.evaluate_options
-    if declared is not None:
-        flag = {k: "--" + k.replace("_", "-") for k in declared}
-        for key in options:
-            if key not in declared:
-                raise unknown_key_error("--" + key.replace("_", "-"), sorted(flag.values()), f"{spec.name} {verb}")
-    return options
-
-
-def write_samples(result: Any, out: Path, class_names: list[str] | None = None, *, as_dataset: bool = False) -> str:
-    """Write a SampleResult: single files plus ``grid.png`` or ``samples.txt``; say what.
-
-    ``as_dataset`` writes ``out/<class>/<n>.png`` instead (no grid), an image folder that
-    ``--data out`` and any ImageFolder reader load back with the labels.
+    \b
+    Model-specific flags (--label 3, ...) pass through:
+    `gentool sample MODEL -h` lists them; `gentool train MODEL -h` lists every option of the model.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    if result.images is not None:
-        from gentool.images import save_grid, save_images
+    if help_:
+        _verb_help(ctx, model, "sample")
+    if model is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
+    from gentool.config import parse_extra_args, parse_set_options
+    from gentool.engine import load
 
-        imgs = result.images.float().cpu()
-        labels = [int(x) for x in result.labels.tolist()] if result.labels is not None else None
-
-        def label_name(y: int) -> str:
-            return _safe(class_names[y] if class_names and y < len(class_names) else str(y))
-
-        if as_dataset:
-            if labels is None:
-                save_images(imgs, out / "images")
-                return f"{imgs.shape[0]} unlabelled images to {out / 'images'}"
-            for y in sorted(set(labels)):
-                idx = [i for i, lab in enumerate(labels) if lab == y]
-                save_images(imgs[idx], out / label_name(y), [f"{i:06d}.png" for i in idx])
-            return f"{imgs.shape[0]} images in {len(set(labels))} class folders under {out}"
-        names = [f"{i:06d}_{label_name(y)}.png" for i, y in enumerate(labels)] if labels is not None else None
-        save_images(imgs, out, names)
-        save_grid(imgs, out / "grid.png", result.nrow)
-        return f"{imgs.shape[0]} images and grid.png to {out}"
-    if result.texts is not None:
-        for i, t in enumerate(result.texts):
-            (out / f"{i:06d}.txt").write_text(t, encoding="utf-8")
-        (out / "samples.txt").write_text("\n\n----\n\n".join(result.texts), encoding="utf-8")
-        return f"{len(result.texts)} texts and samples.txt to {out}"
-    raise GentoolError("the plugin returned neither images nor texts")
-
-
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:40] or "x"
+    options = {**parse_extra_args(ctx.args), **parse_set_options(set_)}
+    m = load(checkpoint, model=model, device=device)
+    out = out or Path("samples") / model
+    result = m.sample(n, seed=seed, out=out, options=options)
+    written = result.save(out, as_dataset=as_dataset)
+    con = _console()
+    con.print(f"wrote {written} from {m.path}", markup=False)
+    for f in result.files:
+        con.print(f"wrote {f}", markup=False)
 
 
 # -- evaluate -------------------------------------------------------------------------------
-@app.command(context_settings={"help_option_names": ["-h", "--help"], "allow_extra_args": True,
-                             "ignore_unknown_options": True})
+@app.command(add_help_option=False, context_settings={"help_option_names": [], "allow_extra_args": True,
+                                                       "ignore_unknown_options": True})
 def evaluate(
     ctx: typer.Context,
-    model: str = typer.Argument(..., help="Model to evaluate."),
+    model: Optional[str] = typer.Argument(None, help="Model to evaluate."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Checkpoint file, run, folder or hf://owner/repo."),
     data: Optional[str] = typer.Option(None, "--data", help="Data to evaluate on (default: what the model was trained on)."),
-    split: str = typer.Option("test", "--split", help="Data split: test, train or all."),
+    split: Optional[str] = typer.Option(None, "--split", help="Data split: test (default; the training images when the data has none), train or all."),
     n: int = typer.Option(2000, "-n", "--num", min=1, help="Number of generated samples for sample-based metrics."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
     features: Optional[str] = typer.Option(None, "--features", help="Feature extractor: gentool-cnn (default, offline) or inception[:weights.safetensors]."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Model-specific evaluation option key=value."),
+    help_: bool = typer.Option(False, "--help", "-h", help="Show this message (with MODEL: its own options) and exit."),
 ) -> None:
-    """Score a checkpoint on held-out data: a metrics table or JSON. Model-specific flags pass through;
-    `gentool train MODEL -h` lists them."""
-    from gentool.api import EvaluateJob
-    from gentool.checkpoint import load_checkpoint
+    """Score a checkpoint on held-out data: a metrics table or JSON.
+
+    \b
+    Model-specific flags pass through:
+    `gentool evaluate MODEL -h` lists them; `gentool train MODEL -h` lists every option of the model.
+    """
+    if help_:
+        _verb_help(ctx, model, "evaluate")
+    if model is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
     from gentool.config import parse_extra_args, parse_set_options
-    from gentool.runs import resolve_checkpoint
+    from gentool.engine import load
 
-    reg = _registry()
-    spec = reg.model(model)
-    path = resolve_checkpoint(model, checkpoint)
-    ckpt = load_checkpoint(path, model=model)
-    data_ref = data or ckpt.data.get("name") or spec.default_data
-    image_size = ckpt.data.get("shape", [None, None, None])[-1] if spec.modality == "image" else None
-
-    from gentool.devices import pick_device
-    from gentool.training import seed_everything
-
-    seed_everything(seed)
-    dataset = _load_data(data_ref, spec.modality, split, image_size, reg)
-    job = EvaluateJob(spec=spec, checkpoint=ckpt, data=dataset, device=pick_device(device), seed=seed, n=n,
-                      features=features,
-                      options=_model_flags(spec, "evaluate", {**parse_extra_args(ctx.args), **parse_set_options(set_)}),
-                      data_loader=lambda s: _load_data(data_ref, spec.modality, s, image_size, reg))
-    metrics = reg.call("gentool_evaluate", spec, job=job)
-    doc = {"model": model, "checkpoint": str(path), "data": data_ref, "split": split, "step": ckpt.step,
-           "metrics": metrics}
-    if (path.parent / "config.toml").exists():  # a run folder: keep the result beside the checkpoint
-        from gentool.checkpoint import write_atomic
-
-        write_atomic(path.parent / "eval.json", json.dumps(doc, indent=2).encode())
-    if isinstance(metrics.get("warning"), str):  # a figure the plugin withdrew, and why: said on stderr too
-        typer.echo(f"warning: {metrics['warning']}", err=True)
+    options = {**parse_extra_args(ctx.args), **parse_set_options(set_)}
+    m = load(checkpoint, model=model, device=device)
+    result = m.evaluate(data=data, split=split, n=n, seed=seed, features=features, options=options)
     if as_json:
-        typer.echo(json.dumps(doc, indent=2))
+        typer.echo(json.dumps(result.as_dict(), indent=2))
         return
     from rich.table import Table
 
     table = Table("metric", "value", box=None, header_style="bold",
-                  title=f"{model} @ step {ckpt.step} on {data_ref} ({split})")
-    for k, v in metrics.items():
+                  title=f"{model} @ step {result.step} on {result.data} ({result.split})")
+    for k, v in result.metrics.items():
         table.add_row(escape(k), f"{v:.6g}" if isinstance(v, float) else escape(str(v)))
+    for k, v in result.settings.items():
+        table.add_row(escape(k), escape(v))
     _console().print(table)
 
 
@@ -634,9 +449,17 @@ def _fix_bare_resume(argv: list[str]) -> list[str]:
     return out
 
 
+def _take_debug(argv: list[str]) -> list[str]:
+    """``--debug`` is accepted anywhere (``gentool train made --debug``), not only before the verb."""
+    if "--debug" in argv:
+        _state["debug"] = True
+        argv = [a for a in argv if a != "--debug"]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: ``gentool`` and ``python -m gentool``."""
-    argv = _fix_bare_resume(sys.argv[1:] if argv is None else argv)
+    argv = _fix_bare_resume(_take_debug(sys.argv[1:] if argv is None else list(argv)))
     if not argv or argv[0] not in CORE_COMMANDS:  # --help or a plugin's verb
         _ensure_commands(_registry())
     app(args=argv, prog_name="gentool")

@@ -176,27 +176,33 @@ def unknown_key_error(key: str, known: list[str], where: str) -> ConfigError:
     return ConfigError(f"unknown {where} option {key!r}{hint}")
 
 
-def build_config(config_cls: type | None, values: Mapping[str, Any] | None = None) -> Any:
-    """Make a config instance from defaults overridden by ``values`` (strings or TOML values).
+def build_config(config_cls: type | None, values: Mapping[str, Any] | None = None, *, where: str = "model",
+                 flags: bool = False) -> Any:
+    """Make a config instance from defaults overridden by ``values`` (strings or typed values).
 
     Unknown keys and bad values raise :class:`ConfigError`; so does a ``ValueError`` raised by
-    the dataclass's own ``__post_init__`` validation.
+    the dataclass's own ``__post_init__`` validation. ``where`` names the options in messages
+    ("model", "cgan sample"); ``flags`` shows keys as the flags users type (``--max-tokens``).
     """
     values = dict(values or {})
+
+    def shown(key: str) -> str:
+        return "--" + key.replace("_", "-") if flags else key
+
     if config_cls is None:
         if values:
-            raise unknown_key_error(next(iter(values)), [], "model")
+            raise unknown_key_error(shown(next(iter(values))), [], where)
         return None
     infos = {f.name: f for f in fields_of(config_cls)}
     kwargs = {}
     for key, raw in values.items():
         if key not in infos:
-            raise unknown_key_error(key, sorted(infos), "model")
-        kwargs[key] = parse_value(infos[key].type, raw, key=key)
+            raise unknown_key_error(shown(key), sorted(shown(k) for k in infos), where)
+        kwargs[key] = parse_value(infos[key].type, raw, key=shown(key))
     try:
         return config_cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid model options: {exc}") from None
+        raise ConfigError(f"invalid {where} options: {exc}") from None
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

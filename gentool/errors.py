@@ -13,6 +13,10 @@ class DataError(GentoolError):
     """Bad or missing data: the message names the file or folder at fault."""
 
 
+class MissingSplitError(DataError):
+    """The data has no such split (a folder without ``test/``, an IDX folder without ``t10k-*``)."""
+
+
 class CheckpointError(GentoolError):
     """A file that is not a usable gentool checkpoint for the request."""
 

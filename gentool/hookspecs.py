@@ -16,9 +16,14 @@ Rules every plugin keeps:
   level: ``gentool list`` and ``gentool --help`` import every plugin and must stay instant.
   Import heavy libraries inside the hook bodies.
 * :func:`gentool_train`, :func:`gentool_sample` and :func:`gentool_evaluate` are called only on the
-  plugin that registered the model (the core routes each call to its owner), and an implementation
-  must also return ``None`` for a model name it does not own.
-* Errors a user can cause are raised as :class:`gentool.errors.GentoolError` (one clear line).
+  plugin that registered the model (the core routes each call to its owner): an implementation
+  needs no check of the model name (one written for gentool 0.1 that has it keeps working).
+* Import what a plugin uses from the facade, ``gentool`` (``gentool.Task``, ``gentool.fit``,
+  ``gentool.SampleResult``, ...), never from other plugins.
+* Errors a user can cause are raised as :class:`gentool.errors.GentoolError` (one clear line);
+  progress and warnings go through :func:`gentool.say` and :func:`gentool.warn`, not ``print``.
+* A function named ``gentool_*`` that is no hook below (a misspelling such as ``gentool_sampel``)
+  makes the plugin fail to load, with the name it resembles: it would never be called.
 
 Hooks marked *firstresult* stop at the first non-``None`` answer.
 """
@@ -32,8 +37,7 @@ import pluggy
 if TYPE_CHECKING:  # only for type checkers: keeps this module free of heavy imports
     import typer
 
-    from gentool.api import EvaluateJob, ModelSpec, SampleJob, SampleResult, TrainJob
-    from gentool.data import DatasetSpec
+    from gentool.api import DatasetSpec, EvaluateJob, EvaluateResult, ModelSpec, SampleJob, SampleResult, TrainJob
 
 hookspec = pluggy.HookspecMarker("gentool")
 
@@ -81,12 +85,13 @@ def gentool_register_commands(app: "typer.Typer") -> None:
 def gentool_train(model: str, job: "TrainJob") -> Any:
     """Train ``model`` as described by ``job`` and return the harness result (firstresult).
 
-    ``job`` (:class:`gentool.api.TrainJob`) carries the model's validated config, the training
-    options, the loaded data set and the run folder. Build the networks, wrap them in a
-    :class:`gentool.training.Task` and ``return job.fit(task)``: the shared harness then does the
+    ``job`` (:class:`gentool.TrainJob`) carries the model's validated config (``job.config``), the
+    training options (``job.options``: epochs, batch_size, lr, seed, ...), the loaded data set
+    (``job.data``) and the run folder (``job.run``). Build the networks, wrap them in a
+    :class:`gentool.Task` and ``return gentool.fit(task, job)``: the shared harness then does the
     device placement, precision, seeding, progress bar, checkpoints (``last`` each epoch, ``best``),
-    resume, Ctrl-C, the NaN guard and data-parallel training. Return ``None`` for a model that
-    is not this plugin's.
+    resume, Ctrl-C, the NaN guard and data-parallel training, and tells the task the total number of
+    optimizer steps (``task.total_steps``) before its optimizers and schedulers are made.
     """
 
 
@@ -96,20 +101,21 @@ def gentool_sample(model: str, job: "SampleJob") -> "SampleResult | None":
 
     Rebuild the networks from ``job.checkpoint.config`` and ``job.checkpoint.data``, load the
     weights with ``job.checkpoint.load_into(...)``, sample on ``job.device`` with ``job.generator``
-    (seeded by the core: the same seed gives the same samples), and return a
-    :class:`gentool.api.SampleResult` holding ``images`` (float tensor ``[N, C, H, W]`` in ``[0, 1]``,
-    optionally ``labels``) or ``texts``. The core writes the single files and the grid.
-    ``job.options`` holds model-specific sampling options given as ``--set key=value``.
-    Return ``None`` for a model that is not this plugin's.
+    (a CPU generator seeded by the core: the same seed gives the same samples), and return a
+    :class:`gentool.SampleResult` holding ``images`` (float tensor ``[N, C, H, W]`` in ``[0, 1]``,
+    optionally ``labels``) or ``texts``. The core writes the single files and the grid; anything
+    else is refused with an error naming this plugin. ``job.options`` holds the model's own
+    sampling options: an instance of the dataclass declared as ``ModelSpec.sample_options``.
     """
 
 
 @hookspec(firstresult=True)
-def gentool_evaluate(model: str, job: "EvaluateJob") -> "dict[str, Any] | None":
+def gentool_evaluate(model: str, job: "EvaluateJob") -> "EvaluateResult | None":
     """Evaluate the checkpoint ``job.checkpoint`` on ``job.data`` and return metrics (firstresult).
 
-    Return a flat JSON-able mapping of metric name to value (numbers, or strings for settings such
-    as the feature extractor's name). Use :mod:`gentool.metrics` for Fréchet distance, KID,
-    precision/recall and density/coverage so every plugin reports them alike. Return ``None`` for
-    a model that is not this plugin's.
+    Return a :class:`gentool.EvaluateResult`: ``metrics`` (name to number, or ``None`` for a
+    figure your own checks withdrew), ``settings`` (name to string: the feature extractor, the
+    sampler) and ``warnings`` (sentences the user must see). A flat dict (the gentool 0.1 form) is
+    still accepted. Use :mod:`gentool.metrics` for Fréchet distance, KID, precision/recall and
+    density/coverage so every plugin reports them alike.
     """

@@ -143,7 +143,8 @@ def write_weights(src: Path, dest: Path) -> dict[str, Any]:
     """
     from safetensors.torch import save
 
-    from gentool.checkpoint import FORMAT, TRAIN_PREFIX, load_checkpoint, write_atomic
+    from gentool.checkpoint import FORMAT, TRAIN_PREFIX, load_checkpoint
+    from gentool.io import write_atomic
 
     ckpt = load_checkpoint(src)
     tensors = {k: v for k, v in ckpt.tensors().items() if not k.startswith(TRAIN_PREFIX)}

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from gentool.checkpoint import write_atomic
+from gentool.io import write_atomic
 
 if TYPE_CHECKING:
     import numpy as np

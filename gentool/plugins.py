@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import os
 import traceback
+import types
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from gentool.errors import GentoolError, PluginError
 if TYPE_CHECKING:
     import typer
 
-    from gentool.data import DatasetSpec
+    from gentool.api import DatasetSpec
 
 GROUP = "gentool"
 ROUTED_HOOKS = ("gentool_train", "gentool_sample", "gentool_evaluate")
@@ -74,6 +75,11 @@ class Registry:
             self._fail(info, f"{type(exc).__name__}: {exc}")
             return info
         info.hooks = sorted(h.name for h in self.pm.get_hookcallers(obj) or [])
+        misspelled = self._unknown_hooks(obj)
+        if misspelled:
+            self._fail(info, misspelled)
+            return info
+        info.problems.extend(self._unmarked_hooks(obj))
         models: list[ModelSpec] = []
         datasets: list[Any] = []
         try:
@@ -103,6 +109,33 @@ class Registry:
                 self.datasets[key] = ds
                 info.datasets.append(key)
         return info
+
+    def _unknown_hooks(self, obj: Any) -> str:
+        """A message for functions named like hooks that no hook specification has, else ''.
+
+        pytest refuses such plugins too: a misspelled hook (``gentool_sampel``) is never called,
+        and the model would fail much later with a puzzling "does not implement" error.
+        """
+        known = sorted(n for n in dir(hookspecs) if n.startswith("gentool_"))
+        names = {c.name for c in self.pm.get_hookcallers(obj) or [] if getattr(c, "spec", None) is None}
+        names |= {n for n in dir(obj) if n.startswith("gentool_") and n not in known and _own(obj, n)}
+        if not names:
+            return ""
+        parts = []
+        for name in sorted(names):
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            parts.append(f"{name}" + (f" (did you mean {close[0]}?)" if close else ""))
+        return (f"unknown hook {', '.join(parts)}: gentool would never call it; the hooks are "
+                f"{', '.join(known)}")
+
+    def _unmarked_hooks(self, obj: Any) -> list[str]:
+        """Problems for hook-named functions that lack ``@gentool.hookimpl`` (never called)."""
+        marked = {c.name for c in self.pm.get_hookcallers(obj) or []}
+        out = []
+        for name in sorted(n for n in dir(hookspecs) if n.startswith("gentool_")):
+            if name not in marked and _own(obj, name):
+                out.append(f"{name} is not marked with @gentool.hookimpl: it is never called")
+        return out
 
     def _fail(self, info: PluginInfo, error: str) -> None:
         info.ok = False
@@ -151,7 +184,7 @@ class Registry:
         if name in self.models:
             return self.models[name]
         known = sorted(self.models)
-        failed = sorted(n for n, i in self.plugins.items() if not i.ok)
+        failed = self.failed()
         note = f" (plugin {', '.join(failed)} failed to load: see `gentool plugins`)" if failed else ""
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         if close:
@@ -160,8 +193,12 @@ class Registry:
             raise GentoolError(f"unknown model {name!r}; installed models: {', '.join(known)}{note}")
         raise GentoolError(f"unknown model {name!r}: no model plugin is installed{note or ' (see `gentool plugins`)'}")
 
+    def failed(self) -> list[str]:
+        """Names of the plugins that failed to load (their models are missing)."""
+        return sorted(n for n, i in self.plugins.items() if not i.ok)
+
     def call(self, hook: str, spec: ModelSpec, **kwargs: Any) -> Any:
-        """Call a routed hook on the plugin that owns ``spec`` only."""
+        """Call a routed hook on the plugin that owns ``spec`` only (it may skip the name check)."""
         assert hook in ROUTED_HOOKS
         others = [p for n, p in self.pm.list_name_plugin() if n != spec.plugin]
         caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
@@ -203,9 +240,19 @@ class Registry:
         return True
 
 
+def _own(obj: Any, name: str) -> bool:
+    """Whether ``obj.name`` is a function the plugin itself defines (not one it imported)."""
+    fn = getattr(obj, name, None)
+    if not callable(fn):
+        return False
+    home = getattr(obj, "__name__", None) if isinstance(obj, types.ModuleType) else type(obj).__module__
+    return getattr(fn, "__module__", home) == home
+
+
 def _builtin_dataset_names() -> set[str]:
-    # Kept in sync with gentool.data.BUILTIN_DATASETS without importing torch at start-up.
-    return {"digits", "mnist", "fashion-mnist", "cifar10"}
+    from gentool.data.names import BUILTIN_DATASET_NAMES
+
+    return set(BUILTIN_DATASET_NAMES)
 
 
 _REGISTRY: Registry | None = None

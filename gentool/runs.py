@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from gentool.checkpoint import write_atomic
+from gentool.io import write_atomic
 from gentool.errors import CheckpointError, GentoolError
 from gentool.paths import runs_dir
 
@@ -163,13 +163,16 @@ def resolve_run(model: str, ref: str | None) -> Run:
     raise CheckpointError(f"no run {ref!r} of {model} in {runs_dir() / model}{hint}")
 
 
-def resolve_checkpoint(model: str, ref: str | None) -> Path:
+def resolve_checkpoint(model: str | None, ref: str | None) -> Path:
     """The checkpoint file for sampling or evaluating ``model``.
 
-    ``ref`` may be None (the newest run's best, else last), a run name, a run folder, a file,
-    or ``hf://owner/repo`` (pulled through :mod:`gentool.hub`).
+    ``ref`` may be None (the newest run's best, else last), a run name, a run folder or a file.
+    (``hf://owner/repo`` is resolved a level up, in :func:`gentool.engine.resolve_checkpoint`,
+    which pulls it and hands the local file here.) ``model`` may be None when ``ref`` is a path.
     """
     if ref is None:
+        if model is None:
+            raise CheckpointError("no checkpoint named and no model given")
         run = latest_run(model)
         ckpt = run.checkpoint() if run else None
         if ckpt is None:
@@ -178,27 +181,24 @@ def resolve_checkpoint(model: str, ref: str | None) -> Path:
                 f"`gentool train {model}` or pull one with `gentool pull OWNER/REPO`"
             )
         return ckpt
-    if ref.startswith("hf://"):
-        from gentool.hub import pull
-
-        return pull(ref[len("hf://"):])
     path = Path(ref)
     if path.is_file():
         return path
     if path.is_dir():
-        ckpt = Run(model, path.name, path).checkpoint() or (
+        ckpt = Run(model or "", path.name, path).checkpoint() or (
             path / "model.safetensors" if (path / "model.safetensors").exists() else None
         )
         if ckpt is None:
             raise CheckpointError(f"{path} holds no best.safetensors, last.safetensors or model.safetensors")
         return ckpt
-    run_dir = runs_dir() / model / ref
-    if run_dir.is_dir():
-        ckpt = Run(model, ref, run_dir).checkpoint()
-        if ckpt is None:
-            raise CheckpointError(f"run {ref} of {model} has no checkpoint yet")
-        return ckpt
-    raise CheckpointError(f"checkpoint not found: {ref} (neither a file, a folder, nor a run of {model})")
+    if model is not None:
+        run_dir = runs_dir() / model / ref
+        if run_dir.is_dir():
+            ckpt = Run(model, ref, run_dir).checkpoint()
+            if ckpt is None:
+                raise CheckpointError(f"run {ref} of {model} has no checkpoint yet")
+            return ckpt
+    raise CheckpointError(f"checkpoint not found: {ref} (neither a file, a folder, nor a run of {model or 'any model'})")
 
 
 def plot_losses(run: Run) -> Path | None:

@@ -1,19 +1,49 @@
-"""Checks for plugin authors' tests: what every gentool plugin should pass, through the real CLI.
+"""Tools for plugin authors' tests: what every gentool plugin should pass.
 
-    from gentool.testing import assert_resume_is_exact, run_cli
+Installed with gentool as a pytest plugin (entry point ``pytest11``), so a plugin's tests get the
+fixtures without importing anything:
 
-    def test_resume_is_exact(tmp_path):
-        env = {**os.environ, "GENTOOL_RUNS": str(tmp_path / "runs")}
-        assert_resume_is_exact("mymodel", "--set", "width=8", env=env, runs=tmp_path / "runs")
+- ``gentool_env``: an isolated gentool (runs folder, cache and working folder in a temporary
+  folder; the plugin registry reloaded), with ``.run("train", ...)`` for the real command line in
+  a fresh interpreter, ``.env`` for your own subprocesses, and ``.add_plugin(name, source)`` to
+  load a plugin written on the spot through a real entry point (as pytest's ``pytester`` does for
+  pytest plugins).
+
+and functions to call from a test:
+
+- :func:`assert_resume_is_exact`: two epochs straight, or one then ``--resume``, give the same
+  tensors bit for bit;
+- :func:`assert_mid_epoch_resume_is_exact`: a run killed (SIGKILL, no clean-up) right after a
+  ``--save-every`` checkpoint in the middle of an epoch, then resumed, ends with the same tensors
+  and the same per-epoch losses in ``metrics.jsonl`` as an uninterrupted run;
+- :func:`assert_imports_only_the_facade`: a plugin's sources import gentool only as ``gentool``
+  (and ``gentool.metrics``), never its internal modules, which may move;
+- :func:`run_cli`: ``gentool ARGS`` in a fresh interpreter.
+
+    def test_my_model(gentool_env):
+        gentool_env.run("train", "mymodel", "--epochs", "1", check=True)
+        m = gentool_env.load("mymodel")           # the Python API, in this process
+        assert m.sample(4).images.shape[0] == 4
 """
 
 from __future__ import annotations
 
+import ast
+import json
+import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+#: Environment variable read by the training harness: kill this process (SIGKILL, no clean-up)
+#: right after the checkpoint written at this step. For crash tests only.
+KILL_AT_STEP_ENV = "GENTOOL_TEST_KILL_AT_STEP"
+#: What a plugin's own modules may import from gentool.
+FACADE_MODULES = frozenset({"gentool", "gentool.metrics"})
 
 
 def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,
@@ -21,6 +51,24 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None =
     """Run ``gentool ARGS`` in a fresh interpreter (entry points as a user's shell sees them)."""
     return subprocess.run([sys.executable, "-m", "gentool", *args], env=None if env is None else dict(env),
                           cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _check(res: subprocess.CompletedProcess, what: str) -> None:
+    assert res.returncode == 0, f"{what} failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
+
+
+def _tensors_equal(a_path: Path, b_path: Path) -> tuple[Any, Any]:
+    import torch
+
+    from gentool.checkpoint import load_checkpoint
+
+    a, b = load_checkpoint(a_path), load_checkpoint(b_path)
+    assert a.step == b.step > 0, (a.step, b.step)
+    ta, tb = a.tensors(), b.tensors()
+    assert ta.keys() == tb.keys(), sorted(set(ta) ^ set(tb))
+    differ = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not differ, f"a resumed run differs from an uninterrupted one in {differ[:5]}"
+    return a, b
 
 
 def assert_resume_is_exact(model: str, *train_args: str, env: Mapping[str, str], runs: Path,
@@ -32,20 +80,176 @@ def assert_resume_is_exact(model: str, *train_args: str, env: Mapping[str, str],
     ``runs`` is the runs folder ``env`` points ``GENTOOL_RUNS`` at. Returns both checkpoints
     (straight, resumed) for further checks.
     """
-    import torch
+    for name, n in (("straight", epochs), ("resumed", epochs - 1)):
+        _check(run_cli("train", model, "--epochs", str(n), "--name", name, *train_args, env=env), f"gentool train {model}")
+    _check(run_cli("train", model, "--resume", "resumed", "--epochs", str(epochs), "-q", env=env),
+           f"gentool train {model} --resume")
+    return _tensors_equal(Path(runs) / model / "straight" / "last.safetensors",
+                          Path(runs) / model / "resumed" / "last.safetensors")
 
+
+def _epoch_losses(run_dir: Path) -> list[dict[str, Any]]:
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return [{k: v for k, v in r.items() if k.startswith("train_") or k in ("epoch", "step")}
+            for r in records if r.get("type") == "epoch"]
+
+
+def assert_mid_epoch_resume_is_exact(model: str, *train_args: str, env: Mapping[str, str], runs: Path,
+                                     save_every: int, kill_at: int, epochs: int = 2) -> tuple[Any, Any]:
+    """The crash test every model should pass: a run killed mid-epoch resumes exactly.
+
+    Trains ``epochs`` epochs straight; trains the same run again with ``--save-every
+    save_every``, killed with SIGKILL (no clean-up, as an out-of-memory kill or a power cut) right
+    after the checkpoint at step ``kill_at`` (a multiple of ``save_every`` that falls inside an
+    epoch); resumes it to the end. Asserts that the kill left a mid-epoch checkpoint, that the
+    two last checkpoints hold the same tensors bit for bit, and that ``metrics.jsonl`` records the
+    same per-epoch training losses (the resumed epoch's mean covers the whole epoch).
+    """
+    if kill_at % save_every:
+        raise ValueError("kill_at must be a multiple of save_every (the kill follows that checkpoint)")
+    runs = Path(runs)
+    common = ("--epochs", str(epochs), "--save-every", str(save_every), *train_args)
+    _check(run_cli("train", model, *common, "--name", "straight", env=env), f"gentool train {model}")
+    killed = run_cli("train", model, *common, "--name", "killed", env={**env, KILL_AT_STEP_ENV: str(kill_at)})
+    assert killed.returncode != 0, f"the run was not killed at step {kill_at}: is it past the end of training?"
     from gentool.checkpoint import load_checkpoint
 
-    for name, n in (("straight", epochs), ("resumed", epochs - 1)):
-        res = run_cli("train", model, "--epochs", str(n), "--name", name, *train_args, env=env)
-        assert res.returncode == 0, f"gentool train {model} failed:\n{res.stderr}"
-    res = run_cli("train", model, "--resume", "resumed", "--epochs", str(epochs), "-q", env=env)
-    assert res.returncode == 0, f"gentool train {model} --resume failed:\n{res.stderr}"
-    a = load_checkpoint(Path(runs) / model / "straight" / "last.safetensors")
-    b = load_checkpoint(Path(runs) / model / "resumed" / "last.safetensors")
-    assert a.step == b.step > 0, (a.step, b.step)
-    ta, tb = a.tensors(), b.tensors()
-    assert ta.keys() == tb.keys(), sorted(set(ta) ^ set(tb))
-    differ = [k for k in ta if not torch.equal(ta[k], tb[k])]
-    assert not differ, f"a resumed run differs from an uninterrupted one in {differ[:5]}"
+    last = runs / model / "killed" / "last.safetensors"
+    ckpt = load_checkpoint(last)
+    assert ckpt.step == kill_at, f"the killed run's checkpoint is at step {ckpt.step}, not {kill_at}"
+    assert ckpt.has_train_state, "the checkpoint has no training state"
+    batch = _position(ckpt)[1]
+    assert batch > 0, (f"step {kill_at} ends an epoch: choose kill_at inside an epoch to test a mid-epoch resume")
+    _check(run_cli("train", model, "--resume", "killed", "-q", env=env), f"gentool train {model} --resume")
+    a, b = _tensors_equal(runs / model / "straight" / "last.safetensors", last)
+    straight, resumed = _epoch_losses(runs / model / "straight"), _epoch_losses(runs / model / "killed")
+    assert straight == resumed, f"per-epoch losses differ after resume:\n{straight}\n{resumed}"
     return a, b
+
+
+def _position(ckpt: Any) -> tuple[int, int]:
+    from gentool.checkpoint import TRAIN_PREFIX, unpack_state
+
+    tensors = {k[len(TRAIN_PREFIX):]: v for k, v in ckpt.tensors(TRAIN_PREFIX).items()}
+    pos = unpack_state(ckpt.meta["train_state"], tensors)["position"]
+    return int(pos["epoch"]), int(pos["batch"])
+
+
+def assert_imports_only_the_facade(package_file: str | os.PathLike) -> None:
+    """Every ``.py`` beside ``package_file`` (its package) imports gentool only through the facade.
+
+    ``import gentool``, ``from gentool import X`` and ``gentool.metrics`` pass; ``from
+    gentool.training import Task`` fails, naming the file and line: internal modules may move.
+    """
+    root = Path(package_file).resolve().parent
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            for name in names:
+                if (name == "gentool" or name.startswith("gentool.")) and name not in FACADE_MODULES:
+                    bad.append(f"{path.relative_to(root.parent)}:{node.lineno}: {name}")
+    assert not bad, "import these through the facade (`import gentool`; `from gentool import X`):\n" + "\n".join(bad)
+
+
+def make_dist(where: Path, dist: str, entry_points: Mapping[str, str], version: str = "0.1.0") -> Path:
+    """Write a minimal installed distribution (dist-info with ``gentool`` entry points) into ``where``.
+
+    With ``where`` on ``sys.path`` or ``PYTHONPATH``, importlib.metadata finds it: a real entry
+    point, as pip would install one, without installing anything.
+    """
+    info = Path(where) / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[gentool]\n{lines}\n")
+    return Path(where)
+
+
+@dataclass
+class IsolatedGentool:
+    """A gentool whose runs, cache and plugins live in one temporary folder (see ``gentool_env``)."""
+
+    dir: Path
+    env: dict[str, str]
+    plugins: list[str] = field(default_factory=list)
+
+    @property
+    def runs(self) -> Path:
+        return Path(self.env["GENTOOL_RUNS"])
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.env["GENTOOL_CACHE"])
+
+    def run(self, *args: str, check: bool = False, timeout: float = 900) -> subprocess.CompletedProcess:
+        """``gentool ARGS`` in a fresh interpreter with this environment, in this folder."""
+        res = run_cli(*args, env=self.env, cwd=self.dir, timeout=timeout)
+        if check:
+            _check(res, "gentool " + " ".join(args))
+        return res
+
+    def load(self, ref: str | None = None, *, model: str | None = None, device: str = "cpu") -> Any:
+        """:func:`gentool.load` in this process, seeing this environment's runs and plugins."""
+        from gentool.engine import load
+
+        return load(ref, model=model, device=device)
+
+    def add_plugin(self, name: str, source: str, *, dist: str | None = None, version: str = "0.1.0") -> Path:
+        """Write ``source`` as module ``name`` behind a real entry point named ``name`` and load it
+        (in subprocesses and, once the registry is reloaded, in this process); loads only the
+        plugins added this way, unless ``GENTOOL_PLUGINS`` is changed in ``env``."""
+        import importlib
+
+        from gentool.plugins import set_registry
+
+        mods, site = self.dir / "plugins_src", self.dir / "plugins_site"
+        mods.mkdir(parents=True, exist_ok=True)
+        (mods / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+        make_dist(site, dist or f"gentool-{name.replace('_', '-')}", {name: name}, version)
+        for folder in (str(mods), str(site)):
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+            parts = [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if p]
+            if folder not in parts:
+                self.env["PYTHONPATH"] = os.pathsep.join([folder, *parts])
+        importlib.invalidate_caches()
+        sys.modules.pop(name, None)
+        self.plugins.append(name)
+        self.env["GENTOOL_PLUGINS"] = ",".join(self.plugins)
+        os.environ["GENTOOL_PLUGINS"] = self.env["GENTOOL_PLUGINS"]
+        set_registry(None)
+        return mods / f"{name}.py"
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - gentool itself does not need pytest
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+
+    @pytest.fixture
+    def gentool_env(tmp_path: Path, monkeypatch: Any) -> Any:
+        """An isolated gentool: runs, cache and working folder under ``tmp_path``; every installed
+        plugin loads (restrict with ``GENTOOL_PLUGINS`` or :meth:`IsolatedGentool.add_plugin`)."""
+        from gentool.plugins import set_registry
+
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("GENTOOL_RUNS", str(tmp_path / "runs"))
+        monkeypatch.setenv("GENTOOL_CACHE", str(tmp_path / "cache"))
+        if "GENTOOL_PLUGINS" in os.environ:
+            monkeypatch.delenv("GENTOOL_PLUGINS")
+        else:  # add_plugin sets it: make monkeypatch restore its absence
+            monkeypatch.setenv("GENTOOL_PLUGINS", "")
+            monkeypatch.delenv("GENTOOL_PLUGINS")
+        monkeypatch.setattr(sys, "path", list(sys.path))
+        set_registry(None)
+        iso = IsolatedGentool(dir=tmp_path, env=dict(os.environ))
+        yield iso
+        set_registry(None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -85,6 +86,12 @@ class Task:
     autocast: bool = True
     #: Set by the harness before training: the device the modules live on.
     device: torch.device = torch.device("cpu")
+    #: Set by the harness before :meth:`configure_optimizers`: the optimizer steps this process
+    #: takes over the whole run (``epochs * steps_per_epoch`` at the run's world size, so under
+    #: torchrun with N processes it is N times smaller). Learning-rate schedules decay over it.
+    total_steps: int = 0
+    #: Set by the harness with :attr:`total_steps`: the number of training processes.
+    world_size: int = 1
 
     def modules(self) -> dict[str, torch.nn.Module]:
         """The networks to train and save, by name (names become checkpoint key prefixes)."""
@@ -436,6 +443,8 @@ class _Fit:
         self.task, self.job, self.world, self.device, self.precision = task, job, world, device, precision
         self.opts, self.run_, self.spec = job.options, job.run, job.spec
         task.to(device)
+        task.world_size = world.size
+        task.total_steps = self.opts.epochs * task.steps_per_epoch(self.opts.batch_size, world.size)
         self.modules = task.modules()
         self.optimizers = task.configure_optimizers()
         self.schedulers = task.configure_schedulers(self.optimizers)
@@ -446,6 +455,12 @@ class _Fit:
         self.best_value: float | None = None
         self.last_metrics: dict[str, Any] = {}
         self.pending_rng: Mapping[str, Any] | None = None
+        # running sums of the epoch's losses (saved with mid-epoch checkpoints, so that a resumed
+        # epoch's mean covers the whole epoch, as an uninterrupted run's does)
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        kill = os.environ.get("GENTOOL_TEST_KILL_AT_STEP", "")  # crash tests (gentool.testing)
+        self.kill_at = int(kill) if kill.strip().isdigit() else None
 
     # -- checkpoints -----------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -456,6 +471,7 @@ class _Fit:
             "train": {**vars(opts), "precision": self.precision, "device": self.device.type,
                       "world_size": self.world.size},
             "data": self.job.data.info(), "run": self.run_.name, "extra": self.task.checkpoint_meta(),
+            **({"finetuned_from": self.job.base} if getattr(self.job, "base", None) else {}),
         }
 
     def before_checkpoint(self) -> None:
@@ -475,6 +491,7 @@ class _Fit:
             "position": {"epoch": self.position[0], "batch": self.position[1], "step": self.step},
             "best": self.best_value,
             "task": self.task.extra_state(),
+            "epoch_losses": {"sums": dict(self.sums), "counts": dict(self.counts)},
         }
         tensors, doc = pack_state(state)
         meta = {**self.meta(), "step": self.step, "epoch": self.position[0], "metrics": self.last_metrics}
@@ -506,6 +523,10 @@ class _Fit:
         self.step = int(pos["step"])
         self.best_value = state.get("best")
         self.last_metrics = ckpt.metrics
+        partial = state.get("epoch_losses") or {}
+        if self.position[1] > 0:  # mid-epoch: the steps before the stop count toward this epoch's means
+            self.sums = {k: float(v) for k, v in (partial.get("sums") or {}).items()}
+            self.counts = {k: int(v) for k, v in (partial.get("counts") or {}).items()}
         # Set after the batches already trained are skipped (they may draw random numbers).
         self.pending_rng = state["rng"] if self.world.is_main else None
 
@@ -515,7 +536,7 @@ class _Fit:
             tmp.unlink(missing_ok=True)
         records = self.run_.records()
         if any(r.get("step", 0) > self.step for r in records):
-            from gentool.checkpoint import write_atomic
+            from gentool.io import write_atomic
 
             kept = "".join(json.dumps(r) + "\n" for r in records if r.get("step", 0) <= self.step)
             write_atomic(self.run_.metrics_path, kept.encode())
@@ -554,8 +575,9 @@ class _Fit:
             samples_seen, t0, step0 = 0, time.perf_counter(), self.step
             for epoch in range(self.position[0], opts.epochs):
                 self.ctx.epoch = epoch
-                sums: dict[str, float] = {}
-                counts: dict[str, int] = {}
+                if not (epoch == self.position[0] and self.position[1] > 0):
+                    self.sums, self.counts = {}, {}
+                sums, counts = self.sums, self.counts
                 t_epoch = time.perf_counter()
                 for m in self.modules.values():
                     m.train()
@@ -599,6 +621,8 @@ class _Fit:
                     if opts.save_every and self.step % opts.save_every == 0:
                         self.before_checkpoint()
                         self.save_last()
+                        if self.kill_at == self.step and world.is_main:
+                            _die_now()
                     if distributed.any_flag(stop.requested, world):
                         raise KeyboardInterrupt
                 self.end_epoch(epoch, sums, counts, time.perf_counter() - t_epoch, reporter)
@@ -681,6 +705,15 @@ class _Fit:
         distributed.barrier(world)
 
 
+def _die_now() -> None:
+    """End this process at once, as SIGKILL does: no clean-up, no ``finally``, no flush."""
+    import signal
+
+    if hasattr(signal, "SIGKILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(137)
+
+
 def task_monitor_name(task: Task, means: Mapping[str, float]) -> str | None:
     """The metric that picks ``best``: the task's :attr:`Task.monitor`, else ``loss`` if reported."""
     if task.monitor:
@@ -723,6 +756,6 @@ def _save_samples(task: Task, run: Any, epoch: int, opts: Any) -> None:
 
         save_grid(out.float(), run.samples_dir / f"epoch_{epoch:03d}.png")
     else:
-        from gentool.checkpoint import write_atomic
+        from gentool.io import write_atomic
 
         write_atomic(run.samples_dir / f"epoch_{epoch:03d}.txt", "\n\n----\n\n".join(out).encode("utf-8"))

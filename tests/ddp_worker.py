@@ -59,7 +59,9 @@ def train(mode: str, out: Path, batch_size: int, name: str) -> tuple[Task, int]:
     opts = TrainOptions(data="digits", epochs=2, batch_size=batch_size, lr=1e-2, device="cpu", seed=0, log_every=5)
     job = TrainJob(spec=spec, config=cfg, options=opts, data=data, run=run, quiet=True)
     init = {k: v.clone().contiguous() for k, v in task.modules()["net"].state_dict().items()}
-    result = job.fit(task)
+    from gentool import fit
+
+    result = fit(task, job)
     return task, result.step, init
 
 

@@ -139,7 +139,3 @@ class TextDataset:
             "chars": len(self.text),
             "vocab_size": len(set(self.text)),
         }
-
-
-# DatasetSpec lives in the torch-free gentool.api (plugins register data sets without torch).
-from gentool.api import DatasetSpec  # noqa: E402

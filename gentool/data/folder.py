@@ -32,7 +32,7 @@ from PIL import Image, ImageOps
 
 from gentool.data.datasets import ImageDataset, check_split
 from gentool.data.transforms import check_channels, check_image_size
-from gentool.errors import DataError
+from gentool.errors import DataError, MissingSplitError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 #: Files every OS sprinkles into folders; ignored without a warning.
@@ -356,7 +356,8 @@ def load_image_folder(
     """Load an image folder (see the module doc for layouts and conversions).
 
     ``split`` picks ``train/`` or ``test/`` (``val/``) in a split layout ("all" joins them);
-    a folder without split subfolders is returned whole whatever the split. Raises
+    a folder without split subfolders is returned whole for "train" and "all", and has no "test"
+    split (:class:`MissingSplitError`: its images are the training images). Raises
     :class:`DataError` naming the folder when it holds no images, and naming the file for an
     unreadable, truncated or oversized image. Files with other extensions give a warning.
     """
@@ -365,6 +366,8 @@ def load_image_folder(
     if not folder.is_dir():
         raise DataError(f"not a folder: {folder}")
     splits = _split_dirs(folder)
+    if splits is None and split == "test":
+        raise MissingSplitError(f"no test split in {folder}: it has no train/ and test/ subfolders")
     if splits is None:
         scans = [(folder, _scan(folder))]
         all_scans = [scans[0][1]]
@@ -373,7 +376,7 @@ def load_image_folder(
         missing = [s for s in wanted if s not in splits]
         if missing:
             have = ", ".join(sorted(p.name + "/" for p in splits.values()))
-            raise DataError(f"no {missing[0]} split in {folder}: it has only {have}")
+            raise MissingSplitError(f"no {missing[0]} split in {folder}: it has only {have}")
         by_split = {s: _scan(p) for s, p in splits.items()}
         scans = [(splits[s], by_split[s]) for s in wanted]
         all_scans = list(by_split.values())

@@ -18,7 +18,7 @@ import torch
 
 from gentool.data.datasets import ImageDataset, check_split
 from gentool.data.transforms import finish
-from gentool.errors import DataError
+from gentool.errors import DataError, MissingSplitError
 
 DIGIT_NAMES = [str(i) for i in range(10)]
 FASHION_NAMES = [
@@ -172,7 +172,7 @@ def load_idx_dir(
         labels_path = find_idx_file(folder, prefix, "labels")
         if images_path is None or labels_path is None:
             missing = f"{prefix}-images-idx3-ubyte" if images_path is None else f"{prefix}-labels-idx1-ubyte"
-            raise DataError(f"no {part} split in IDX folder {folder}: {missing}[.gz] is missing")
+            raise MissingSplitError(f"no {part} split in IDX folder {folder}: {missing}[.gz] is missing")
         images, labels = _load_pair(images_path, labels_path)
         all_images.append(images)
         all_labels.append(labels)

@@ -16,7 +16,7 @@ import torch
 
 from gentool.data.datasets import ImageDataset, check_split
 from gentool.data.transforms import finish
-from gentool.errors import DataError
+from gentool.errors import DataError, MissingSplitError
 
 _IMAGE_KEYS = ("x", "images")
 _LABEL_KEYS = ("y", "labels")
@@ -82,6 +82,8 @@ def load_npz(
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = {k.lower(): k for k in npz.files}
+            if split == "test" and not any(f"{n}_test" in keys for n in _IMAGE_KEYS):
+                raise MissingSplitError(f"no test split in {path}: it holds no x_test (or images_test) array")
             image_keys = _pick(keys, _IMAGE_KEYS, split)
             if image_keys is None:
                 raise DataError(

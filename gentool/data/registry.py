@@ -11,7 +11,9 @@ import difflib
 from pathlib import Path
 from typing import Mapping, Union
 
-from gentool.data.datasets import DatasetSpec, ImageDataset, TextDataset, check_split
+from gentool.api import DatasetSpec
+from gentool.data.datasets import ImageDataset, TextDataset, check_split
+from gentool.data.names import BUILTIN_DATASET_NAMES
 from gentool.data.transforms import check_channels, check_image_size, finish
 from gentool.errors import DataError, PluginError
 
@@ -65,6 +67,7 @@ BUILTIN_DATASETS: dict[str, DatasetSpec] = {
         ),
     )
 }
+assert tuple(BUILTIN_DATASETS) == BUILTIN_DATASET_NAMES, "gentool.data.names lists the built-in names"
 
 
 def _normalise(name: str) -> str:

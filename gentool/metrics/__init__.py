@@ -18,6 +18,7 @@ from gentool.metrics.distances import (
     precision_recall_density_coverage,
 )
 from gentool.metrics.features import (
+    MAX_CNN_SIDE,
     FeatureExtractor,
     GentoolCNNExtractor,
     InceptionExtractor,
@@ -25,8 +26,10 @@ from gentool.metrics.features import (
     get_extractor,
     prepare_images,
 )
+from gentool.metrics.features import train_cnn as train_feature_classifier
 
 __all__ = [
+    "MAX_CNN_SIDE",
     "FeatureExtractor",
     "GentoolCNNExtractor",
     "InceptionExtractor",
@@ -40,6 +43,7 @@ __all__ = [
     "knn_radii",
     "precision_recall_density_coverage",
     "prepare_images",
+    "train_feature_classifier",
 ]
 
 

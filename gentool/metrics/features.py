@@ -329,7 +329,7 @@ def _load_cached(path: Path, device: str | torch.device) -> GentoolCNNExtractor 
 def _save(path: Path, net: SmallCNN, meta: dict) -> None:
     from safetensors.torch import save
 
-    from gentool.checkpoint import write_atomic
+    from gentool.io import write_atomic
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     write_atomic(path, save(tensors, metadata={"gentool": json.dumps(meta)}))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import gentool
-from gentool.api import ModelSpec
+from gentool import ModelSpec
 
 
 @dataclass
@@ -30,7 +30,7 @@ def _task(config, data, lr, init_from=None):
     import torch
     from torch import nn
 
-    from gentool.training import Task
+    from gentool import Task
 
     class ToyTask(Task):
         def __init__(self):
@@ -41,9 +41,7 @@ def _task(config, data, lr, init_from=None):
             self.steps_seen = 0
             self.prepared: list[int] = []
             if init_from is not None:
-                from gentool.checkpoint import load_checkpoint
-
-                load_checkpoint(init_from, model="toy").load_into({"net": self.net})
+                gentool.load_checkpoint(init_from, model="toy").load_into({"net": self.net})
 
         def modules(self):
             return {"net": self.net}
@@ -112,31 +110,44 @@ def gentool_register_models(register):
 
 
 @gentool.hookimpl
-def gentool_train(model, job):
-    if model != "toy":
-        return None
-    return job.fit(_task(job.config, job.data, job.options.lr, job.init_from))
+def gentool_train(model, job):  # routed here only for "toy": no name check
+    return gentool.fit(_task(job.config, job.data, job.options.lr, job.init_from), job)
+
+
+def _load(job):
+    import torch
+
+    cfg = gentool.config_from_dict(ToyConfig, job.checkpoint.config)
+    shape = job.checkpoint.data["shape"]
+    fake = gentool.ImageDataset(images=torch.zeros(1, *shape, dtype=torch.uint8), labels=None, class_names=None,
+                                name="x")
+    task = _task(cfg, fake, 0.0)
+    job.checkpoint.load_into(task.modules())
+    return task
+
+
+@gentool.hookimpl
+def gentool_evaluate(model, job):
+    """How far the mean generated image is from the data's mean image (and how many images)."""
+    import torch
+
+    task = _load(job)
+    fake = task.sample(job.n, torch.Generator().manual_seed(job.seed))
+    gap = float((fake.mean(0) - job.data.as_float().mean(0)).abs().mean())
+    return gentool.EvaluateResult(metrics={"mean_image_gap": gap, "n_data": len(job.data)},
+                                  settings={"evaluated_split": job.data_split})
 
 
 @gentool.hookimpl
 def gentool_sample(model, job):
-    if model != "toy":
-        return None
-    from gentool.api import SampleResult
-    from gentool.config import config_from_dict
-    from gentool.data import ImageDataset
     import torch
 
-    from gentool.errors import ConfigError
+    from gentool import ConfigError, SampleResult
 
     unknown = set(job.options) - {"label"}
     if unknown:
         raise ConfigError(f"toy does not know the sampling option(s) {', '.join(sorted(unknown))}")
-    cfg = config_from_dict(ToyConfig, job.checkpoint.config)
-    shape = job.checkpoint.data["shape"]
-    fake = ImageDataset(images=torch.zeros(1, *shape, dtype=torch.uint8), labels=None, class_names=None, name="x")
-    task = _task(cfg, fake, 0.0)
-    job.checkpoint.load_into(task.modules())
+    task = _load(job)
     labels = None
     if "label" in job.options:  # not a conditional model: labels are only tagged on, to test the core's writers
         n_classes = len(job.checkpoint.data.get("class_names") or [0])

@@ -9,8 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gentool.config import config_from_dict
-from gentool.training import StepContext, Task
+from gentool import EvaluateResult, StepContext, Task, config_from_dict
 
 from gentool_vae.plugin import VAEConfig
 
@@ -53,11 +52,11 @@ class VAE(nn.Module):
         return {"loss": (recon + beta * kl).mean(), "recon": recon.mean(), "kl": kl.mean()}
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Mean images of p(x|z) for z ~ N(0, I), in [0, 1]."""
+    def sample(self, n: int, generator: torch.Generator, temperature: float = 1.0) -> torch.Tensor:
+        """Mean images of p(x|z) for z ~ N(0, temperature^2 I), in [0, 1]."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.latent_dim, generator=generator, device=generator.device).to(device)
-        return torch.sigmoid(self.decode_logits(z))
+        return torch.sigmoid(self.decode_logits(z * temperature))
 
 
 class VAETask(Task):
@@ -93,15 +92,14 @@ def load_vae(checkpoint: Any, device: torch.device) -> VAE:
     return vae.to(device).eval()
 
 
-def evaluate(job: Any) -> dict[str, Any]:
+def evaluate(job: Any) -> EvaluateResult:
     """Negative ELBO on held-out data (nats per image) and sample-quality metrics."""
+    from gentool import DataError
     from gentool.metrics import compute_image_metrics, get_extractor
 
     vae = load_vae(job.checkpoint, job.device)
     data = job.data
     if tuple(data.shape) != vae.shape:
-        from gentool.errors import DataError
-
         raise DataError(f"data of shape {list(data.shape)} does not fit a VAE trained on {list(vae.shape)}")
     x = data.as_float().to(job.device)
     torch.manual_seed(job.seed)
@@ -115,5 +113,7 @@ def evaluate(job: Any) -> dict[str, Any]:
                                "kl_nats": totals["kl"] / len(x)}
     fake = vae.sample(min(job.n, 10_000), torch.Generator().manual_seed(job.seed))
     extractor = get_extractor(job.features, job.split("train"), device=str(job.device))
-    metrics.update(compute_image_metrics(data.as_float(), fake.cpu(), extractor))
-    return metrics
+    image_metrics = compute_image_metrics(data.as_float(), fake.cpu(), extractor)
+    settings = {"features": image_metrics.pop("features")}
+    metrics.update(image_metrics)
+    return EvaluateResult(metrics=metrics, settings=settings)

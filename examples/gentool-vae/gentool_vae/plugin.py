@@ -1,17 +1,14 @@
 """The plugin module named by the entry point: registration and hooks only, no torch import.
 
 gentool imports this module for ``gentool list``; the model code (and torch) is imported inside
-the hooks, when a user trains, samples or evaluates.
+the hooks, when a user trains, samples or evaluates. Everything comes from the facade, ``gentool``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import gentool
-from gentool.api import ModelSpec
-
-MODEL = "vae"
+from gentool import ModelSpec, NoOptions, hookimpl
 
 
 @dataclass
@@ -31,10 +28,22 @@ class VAEConfig:
             raise ValueError("beta must be non-negative")
 
 
-@gentool.hookimpl
+@dataclass
+class VAESampleOptions:
+    """``gentool sample vae`` flags (``m.sample(16, temperature=0.7)`` in Python)."""
+
+    temperature: float = field(default=1.0, metadata={
+        "help": "Scale of the latent noise: below 1 gives cleaner, less varied digits; 0 the decoded mean code."})
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError("--temperature must be >= 0")
+
+
+@hookimpl
 def gentool_register_models(register):
     register(ModelSpec(
-        name=MODEL,
+        name="vae",
         family="autoencoder",
         summary="Variational autoencoder (MLP encoder/decoder, Bernoulli likelihood)",
         config=VAEConfig,
@@ -42,36 +51,30 @@ def gentool_register_models(register):
         epochs=30,
         batch_size=64,
         lr=2e-3,
-        sample_options={},  # no flags of its own: the core refuses typos such as --labl
-        evaluate_options={},
+        sample_options=VAESampleOptions,
+        evaluate_options=NoOptions,  # no flags of its own: the core refuses typos such as --labl
     ))
 
 
-@gentool.hookimpl
-def gentool_train(model, job):
-    if model != MODEL:
-        return None
+@hookimpl
+def gentool_train(model, job):  # the core calls this only for "vae": no name check needed
+    import gentool
     from gentool_vae.model import VAETask
 
-    return job.fit(VAETask(job.config, job.data, lr=job.options.lr))
+    return gentool.fit(VAETask(job.config, job.data, lr=job.options.lr), job)
 
 
-@gentool.hookimpl
+@hookimpl
 def gentool_sample(model, job):
-    if model != MODEL:
-        return None
-    from gentool.api import SampleResult
-
+    from gentool import SampleResult
     from gentool_vae.model import load_vae
 
     vae = load_vae(job.checkpoint, job.device)
-    return SampleResult(images=vae.sample(job.n, job.generator).cpu())
+    return SampleResult(images=vae.sample(job.n, job.generator, job.options.temperature).cpu())
 
 
-@gentool.hookimpl
+@hookimpl
 def gentool_evaluate(model, job):
-    if model != MODEL:
-        return None
     from gentool_vae.model import evaluate
 
     return evaluate(job)

@@ -65,7 +65,7 @@ class ConditionalDiscriminator(nn.Module):
 def build(shape: tuple[int, int, int], num_classes: int | None, cfg: CGANConfig) -> tuple[nn.Module, nn.Module]:
     """The conditional generator and discriminator; the data must have labels."""
     if not num_classes or num_classes < 2:
-        from gentool.errors import DataError
+        from gentool import DataError
 
         raise DataError("cgan needs labelled data with at least 2 classes (an image folder with one subfolder per class, say)")
     return ConditionalGenerator(shape, num_classes, cfg), ConditionalDiscriminator(shape, num_classes, cfg)

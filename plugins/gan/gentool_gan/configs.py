@@ -1,4 +1,5 @@
-"""The options of the three GAN models (``--set key=value`` or a TOML ``[model]`` table).
+"""The options of the GAN models: training (``--set key=value`` or a TOML ``[model]`` table), and
+the model-specific flags of ``gentool sample`` and ``gentool evaluate``.
 
 No torch here: the plugin's entry point imports this module to register the models.
 """
@@ -92,3 +93,38 @@ class DCGANConfig(GANConfig):
         super().__post_init__()
         if self.g_width < 1 or self.d_width < 1:
             raise ValueError("g_width and d_width must be at least 1")
+
+
+@dataclass
+class GANSampleOptions:
+    """``gentool sample gan|cgan|dcgan`` flags (``m.sample(n, label=3)`` in Python)."""
+
+    label: str | None = field(default=None, metadata={
+        "help": "cgan: the class to draw (id or class name), or 'all' for one row of -n samples per class."})
+    interpolate: bool = field(default=False, metadata={
+        "help": "Write a latent walk: interpolation.gif and -n frames per row."})
+    keyframes: int | None = field(default=None, metadata={
+        "help": "With --interpolate: random latent points the walk passes through (default 4)."})
+
+    def __post_init__(self) -> None:
+        if self.keyframes is not None and not self.interpolate:
+            raise ValueError("--keyframes only applies with --interpolate")
+        if self.keyframes is not None and self.keyframes < 2:
+            raise ValueError("--keyframes must be at least 2")
+
+
+@dataclass
+class GANEvaluateOptions:
+    """``gentool evaluate cgan`` flags (the unconditional models take none that change anything)."""
+
+    cas: bool = field(default=True, metadata={"help": "cgan: also the Classification Accuracy Score."})
+    cas_images: int | None = field(default=None, metadata={
+        "help": "cgan: generated (and real baseline) training images for CAS (default: the train split's size, at most 10000)."})
+    cas_epochs: int | None = field(default=None, metadata={
+        "help": "cgan: epochs of the CAS classifiers (default: enough for 40,000 images seen)."})
+
+    def __post_init__(self) -> None:
+        if self.cas_images is not None and self.cas_images < 1:
+            raise ValueError("--cas-images must be at least 1")
+        if self.cas_epochs is not None and self.cas_epochs < 1:
+            raise ValueError("--cas-epochs must be at least 1")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gentool.errors import DataError
+from gentool import DataError
 
 from gentool_gan.configs import DCGANConfig
 

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gentool.config import flag_value
-from gentool.errors import GentoolError
+from gentool import EvaluateResult, GentoolError
 
 from gentool_gan.sampling import load_generator
 from gentool_gan.task import generate
@@ -47,25 +46,25 @@ def classification_accuracy_score(g: torch.nn.Module, z_dim: int, num_classes: i
                                   count: int, epochs: int | None, seed: int, device: Any) -> dict[str, float]:
     """CAS: train the gentool SmallCNN on ``count`` generated images (balanced labels) and, for the
     baseline, on ``count`` real training images; both tested on the real ``test`` split."""
-    from gentool.metrics.features import MAX_CNN_SIDE, train_cnn
+    from gentool.metrics import MAX_CNN_SIDE, train_feature_classifier
 
     side = int(min(max(train.images.shape[-2:]), MAX_CNN_SIDE))
     labels = torch.arange(count) % num_classes
     fake = generate(g, count, torch.Generator().manual_seed(seed + 1), device, z_dim, labels)
-    net_fake, _, ran = train_cnn(fake, labels, num_classes, side=side, epochs=epochs, seed=seed, device=device)
+    net_fake, _, ran = train_feature_classifier(fake, labels, num_classes, side=side, epochs=epochs, seed=seed, device=device)
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed + 2))[:count]
-    net_real, _, _ = train_cnn(train.images[idx], train.labels[idx], num_classes, side=side, epochs=epochs,
+    net_real, _, _ = train_feature_classifier(train.images[idx], train.labels[idx], num_classes, side=side, epochs=epochs,
                                seed=seed, device=device)
     return {"cas": accuracy(net_fake, test.images, test.labels, side, device),
             "cas_real_baseline": accuracy(net_real, test.images, test.labels, side, device),
             "cas_images": int(count), "cas_epochs": int(ran)}
 
 
-def evaluate(model: str, job: Any) -> dict[str, Any]:
+def evaluate(model: str, job: Any) -> EvaluateResult:
     """The ``gentool_evaluate`` hook body for ``model``."""
     from gentool.metrics import compute_image_metrics, get_extractor
 
-    opts = dict(job.options)
+    opts = job.options  # GANEvaluateOptions
     g, cfg, num_classes, _ = load_generator(model, job.checkpoint, job.device)
     test = job.data
     if tuple(test.shape) != tuple(job.checkpoint.data["shape"]):
@@ -75,9 +74,11 @@ def evaluate(model: str, job: Any) -> dict[str, Any]:
     labels = torch.arange(job.n) % num_classes if conditional else None
     fake = generate(g, job.n, torch.Generator().manual_seed(job.seed), job.device, cfg.z_dim, labels)
     ext = get_extractor(job.features, train, device=job.device)
-    result: dict[str, Any] = {"sampler": "g_ema (EMA generator)", **compute_image_metrics(test.images, fake, ext)}
+    image_metrics = compute_image_metrics(test.images, fake, ext)
+    settings = {"sampler": "g_ema (EMA generator)", "features": image_metrics.pop("features")}
+    result: dict[str, Any] = dict(image_metrics)
     if not conditional:
-        return result
+        return EvaluateResult(metrics=result, settings=settings)
 
     judge = ext if getattr(ext, "task", None) == "labels" else get_extractor(None, train, device=job.device)
     if getattr(judge, "task", None) != "labels":
@@ -85,15 +86,16 @@ def evaluate(model: str, job: Any) -> dict[str, Any]:
     pred = torch.from_numpy(judge.predict(fake))
     hit = (pred == labels).float()
     per_class = [float(hit[labels == c].mean()) for c in range(num_classes) if (labels == c).any()]
-    result.update({"classifier": judge.name, "class_faithfulness": float(hit.mean()),
-                   "class_faithfulness_worst_class": float(np.min(per_class))})
+    settings["classifier"] = judge.name
+    result.update({"class_faithfulness": float(hit.mean()), "class_faithfulness_worst_class": float(np.min(per_class))})
     if test.labels is not None:
         result["classifier_test_accuracy"] = float((torch.from_numpy(judge.predict(test.images)) == test.labels).float().mean())
-    if flag_value(opts, "cas", bool, True):
+    if opts.cas:
         if test.labels is None or train.labels is None:
             raise GentoolError("the Classification Accuracy Score needs labelled train and test data (or pass --cas false)")
-        count = flag_value(opts, "cas_images", int, min(len(train), CAS_MAX_IMAGES), minimum=num_classes)
-        epochs = flag_value(opts, "cas_epochs", int, None, minimum=1)
-        result.update(classification_accuracy_score(g, cfg.z_dim, num_classes, train, test, count, epochs,
+        count = opts.cas_images if opts.cas_images is not None else min(len(train), CAS_MAX_IMAGES)
+        if count < num_classes:
+            raise GentoolError(f"--cas-images must be at least the number of classes ({num_classes}), got {count}")
+        result.update(classification_accuracy_score(g, cfg.z_dim, num_classes, train, test, count, opts.cas_epochs,
                                                     job.seed, job.device))
-    return result
+    return EvaluateResult(metrics=result, settings=settings)

@@ -12,11 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from gentool.config import config_from_dict, flag_value
-from gentool.errors import ConfigError
+from gentool import ConfigError, config_from_dict
 
 from gentool_gan.task import CONFIGS, generate, make_networks
-
 
 
 def load_generator(model: str, ckpt: Any, device: torch.device) -> tuple[nn.Module, Any, int | None, list[str] | None]:
@@ -77,7 +75,7 @@ def write_gif(frames: list[torch.Tensor], path: Path, nrow: int, ms: int = 120) 
     """An animated GIF whose frame i is a grid of ``frames[i]`` (``[k, C, H, W]`` in [0, 1])."""
     from PIL import Image
 
-    from gentool.images import make_grid
+    from gentool import make_grid
 
     pics = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in (make_grid(f, nrow) for f in frames)]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,19 +87,17 @@ def write_gif(frames: list[torch.Tensor], path: Path, nrow: int, ms: int = 120) 
 
 def sample(model: str, job: Any) -> Any:
     """The ``gentool_sample`` hook body for ``model``."""
-    from gentool.api import SampleResult
+    from gentool import SampleResult
 
-    opts = dict(job.options)
+    opts = job.options  # GANSampleOptions, parsed and checked by the core
     g, cfg, num_classes, names = load_generator(model, job.checkpoint, job.device)
     label: int | str | None = None
-    if "label" in opts:
+    if opts.label is not None:
         if model != "cgan":
             raise ConfigError(f"{model} is unconditional: --label needs a cgan checkpoint")
-        label = parse_label(opts["label"], num_classes, names)
-    interpolate = flag_value(opts, "interpolate", bool, False)
-    keyframes = flag_value(opts, "keyframes", int, 4, minimum=2)
-    if "keyframes" in opts and not interpolate:
-        raise ConfigError("--keyframes only applies with --interpolate")
+        label = parse_label(opts.label, num_classes, names)
+    interpolate = opts.interpolate
+    keyframes = opts.keyframes or 4
     n = job.n
     conditional = model == "cgan"
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import copy
 import importlib
-import sys
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from gentool.training import StepContext, Task
+import gentool
+from gentool import StepContext, Task
 
 from gentool_gan import losses
 from gentool_gan.configs import CGANConfig, DCGANConfig, GANConfig, MLPGANConfig
@@ -110,14 +110,12 @@ class GANTask(Task):
 
     monitor_mode = "min"
 
-    def __init__(self, model: str, cfg: GANConfig, data: Any, lr: float, quiet: bool = False) -> None:
-        self.model, self.cfg, self.data, self.quiet = model, cfg, data, quiet
+    def __init__(self, model: str, cfg: GANConfig, data: Any, lr: float) -> None:
+        self.model, self.cfg, self.data = model, cfg, data
         self.conditional = model == "cgan"
         self.num_classes = data.num_classes if self.conditional else None
         if self.conditional and data.labels is None:
-            from gentool.errors import DataError
-
-            raise DataError(f"cgan needs labelled data, and {data.name} has no labels")
+            raise gentool.DataError(f"cgan needs labelled data, and {data.name} has no labels")
         self.g, self.d = make_networks(model, data.shape, self.num_classes, cfg)
         self.g_ema = copy.deepcopy(self.g).requires_grad_(False).eval()
         self.g_lr, self.d_lr = cfg.g_lr or lr, cfg.d_lr or lr
@@ -205,12 +203,11 @@ class GANTask(Task):
         and the feature statistics of a fixed subset of real training images."""
         if self._extractor is None:
             from gentool.metrics import dataset_fingerprint, feature_stats, get_extractor
-            from gentool.paths import cache_dir
 
             fp = dataset_fingerprint(self.data.images, self.data.labels if (self.data.num_classes or 0) >= 2 else None)
-            if not self.quiet and not (cache_dir() / "extractors" / f"{fp}.safetensors").exists():
-                print(f"training the gentool-cnn feature extractor on {self.data.name} for validation "
-                      "(once per data set, then cached)", file=sys.stderr, flush=True)
+            if not (gentool.cache_dir() / "extractors" / f"{fp}.safetensors").exists():
+                gentool.say(f"training the gentool-cnn feature extractor on {self.data.name} for validation "
+                            "(once per data set, then cached)")
             with torch.enable_grad():  # validate() runs under no_grad; a first use trains the extractor
                 self._extractor = get_extractor(None, self.data, device=self.device)
             g = torch.Generator().manual_seed(VAL_SEED)
@@ -230,4 +227,4 @@ class GANTask(Task):
 
 def train(model: str, job: Any) -> Any:
     """The ``gentool_train`` hook body for ``model``."""
-    return job.fit(GANTask(model, job.config, job.data, job.options.lr, quiet=job.quiet))
+    return gentool.fit(GANTask(model, job.config, job.data, job.options.lr), job)

@@ -9,14 +9,14 @@ import torch
 from gan_testing import gentool
 
 
-def test_hooks_answer_only_for_their_own_models():
+def test_registers_three_models_and_imports_only_the_facade():
+    from gentool.testing import assert_imports_only_the_facade
     from gentool_gan import plugin
 
-    for hook in (plugin.gentool_train, plugin.gentool_sample, plugin.gentool_evaluate):
-        assert hook("rbm", job=None) is None and hook("vae", job=None) is None
     registered = []
     plugin.gentool_register_models(registered.append)
     assert [s.name for s in registered] == ["gan", "cgan", "dcgan"]
+    assert_imports_only_the_facade(plugin.__file__)
 
 
 @pytest.mark.parametrize("model", ["gan", "dcgan"])
@@ -37,8 +37,9 @@ def test_unconditional_models_train_sample_and_evaluate(env, tmp_path, model):
     assert (tmp_path / "walk/interpolation.gif").exists() and "interpolation.gif" in res.stdout
     res = gentool("evaluate", model, "--json", "-n", "300", env=env)
     assert res.returncode == 0, res.stderr
-    m = json.loads(res.stdout)["metrics"]
-    assert m["features"].startswith("gentool-cnn[digits:") and m["n_fake"] == 300 and m["n_real"] == 359
+    doc = json.loads(res.stdout)
+    m = doc["metrics"]
+    assert doc["settings"]["features"].startswith("gentool-cnn[digits:") and m["n_fake"] == 300 and m["n_real"] == 359
     for key in ("fd", "kid_mean", "precision", "recall", "density", "coverage"):
         assert key in m and m[key] == m[key]  # present and not NaN
     # a label means nothing to an unconditional model: one line, non-zero exit
@@ -52,8 +53,9 @@ def test_cgan_samples_are_of_the_asked_class(trained_cgan):
     base, env = trained_cgan
     res = gentool("evaluate", "cgan", "--json", "-n", "1000", "--cas-images", "1000", "--cas-epochs", "3", env=env)
     assert res.returncode == 0, res.stderr
-    m = json.loads(res.stdout)["metrics"]
-    assert m["classifier"].startswith("gentool-cnn[digits:") and m["classifier_test_accuracy"] > 0.9
+    doc = json.loads(res.stdout)
+    m = doc["metrics"]
+    assert doc["settings"]["classifier"].startswith("gentool-cnn[digits:") and m["classifier_test_accuracy"] > 0.9
     assert m["class_faithfulness"] > 0.9, m
     assert m["class_faithfulness_worst_class"] > 0.5, m
     # CAS: a classifier trained only on generated digits recognises real test digits

@@ -142,7 +142,9 @@ def test_best_checkpoint_keeps_the_better_epoch(tmp_path, monkeypatch, cache_dir
     spec = next(s for s in SPECS if s.name == "cgan")
     opts = TrainOptions(data="digits", epochs=5, batch_size=32, lr=2e-4, sample_count=16)
     job = TrainJob(spec=spec, config=cfg, options=opts, data=data, run=new_run("cgan"), quiet=True)
-    result = job.fit(Collapsing("cgan", cfg, data, opts.lr, quiet=True))
+    from gentool import fit
+
+    result = fit(Collapsing("cgan", cfg, data, opts.lr), job)
     records = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     fd = {r["epoch"]: r["fd"] for r in records if r["type"] == "epoch"}
     assert min(fd[4], fd[5]) > min(fd[1], fd[2], fd[3]), fd

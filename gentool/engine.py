@@ -1,0 +1,616 @@
+"""The Python API: the CLI's verbs as functions, for scripts, notebooks and other plugins.
+
+    import gentool
+    run = gentool.train("cgan", epochs=20, data="digits", lr=2e-4, latent_dim=8)
+    m = gentool.load(run.best)                  # a file, a run folder, "cgan/run1" or "hf://owner/name"
+    s = m.sample(16, seed=0, label=3)           # s.images [16, C, H, W] in [0, 1], s.labels
+    e = m.evaluate()                            # e.metrics, e.settings, e.warnings
+
+``gentool train|sample|evaluate`` only parse flags, call these, and print. Errors are the same
+:class:`gentool.errors.GentoolError` subclasses the CLI prints as one line. A plugin that needs
+another plugin's samples (the detector drawing fakes from any generator) calls
+``gentool.load(path).sample(n)``: the core routes the call to the checkpoint's own plugin, so no
+plugin ever imports another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import numbers
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from gentool.errors import CheckpointError, ConfigError, DataError, GentoolError, MissingSplitError, PluginError
+from gentool.report import reporting, say, warn
+
+if TYPE_CHECKING:
+    import torch
+
+    from gentool.api import ModelSpec
+    from gentool.checkpoint import Checkpoint
+    from gentool.plugins import Registry
+
+#: Training options whose change would break an exact resume (the saved position in the data,
+#: the optimizer's and scheduler's state depend on them).
+_FIXED_ON_RESUME = ("data", "batch_size", "seed", "image_size", "lr")
+
+
+def _registry() -> "Registry":
+    from gentool.plugins import get_registry
+
+    return get_registry()
+
+
+def train_option_names() -> set[str]:
+    """The names of the options every model shares (``TrainOptions``' fields)."""
+    from gentool.api import TrainOptions
+
+    return {f.name for f in dataclasses.fields(TrainOptions)}
+
+
+# -- results ------------------------------------------------------------------------------------
+@dataclass
+class TrainedRun:
+    """What :func:`train` returns: the run folder and what it holds."""
+
+    model: str
+    name: str
+    dir: Path
+    step: int
+    epoch: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    last: Path | None = None
+    best: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The checkpoint to sample from: ``best`` if there is one, else ``last``."""
+        return self.best or self.last
+
+    def load(self, device: str = "auto") -> "Model":
+        """The trained model (best checkpoint, else last)."""
+        if self.checkpoint is None:
+            raise CheckpointError(f"run {self.dir} wrote no checkpoint")
+        return load(self.checkpoint, device=device)
+
+
+@dataclass
+class Samples:
+    """What :meth:`Model.sample` returns: images in ``[0, 1]`` (and labels) or texts."""
+
+    images: "torch.Tensor | None" = None
+    labels: "torch.Tensor | None" = None
+    texts: list[str] | None = None
+    nrow: int | None = None
+    files: list[Path] = field(default_factory=list)
+    class_names: list[str] | None = None
+    checkpoint: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts) if self.texts is not None else int(self.images.shape[0]) if self.images is not None else 0
+
+    def save(self, out: str | os.PathLike, *, as_dataset: bool = False) -> str:
+        """Write single files plus ``grid.png`` (or ``samples.txt``) into ``out``; say what was written.
+
+        ``as_dataset`` writes ``out/<class>/<n>.png`` instead (no grid): an image folder that
+        ``--data out`` and any ImageFolder reader load back with the labels.
+        """
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if self.images is not None:
+            from gentool.images import save_grid, save_images
+
+            imgs = self.images.float().cpu()
+            labels = [int(x) for x in self.labels.tolist()] if self.labels is not None else None
+            names = self.class_names
+
+            def label_name(y: int) -> str:
+                return _safe(names[y] if names and 0 <= y < len(names) else str(y))
+
+            if as_dataset:
+                if labels is None:
+                    save_images(imgs, out / "images")
+                    return f"{imgs.shape[0]} unlabelled images to {out / 'images'}"
+                for y in sorted(set(labels)):
+                    idx = [i for i, lab in enumerate(labels) if lab == y]
+                    save_images(imgs[idx], out / label_name(y), [f"{i:06d}.png" for i in idx])
+                return f"{imgs.shape[0]} images in {len(set(labels))} class folders under {out}"
+            files = [f"{i:06d}_{label_name(y)}.png" for i, y in enumerate(labels)] if labels is not None else None
+            save_images(imgs, out, files)
+            save_grid(imgs, out / "grid.png", self.nrow)
+            return f"{imgs.shape[0]} images and grid.png to {out}"
+        from gentool.io import write_atomic
+
+        texts = self.texts or []
+        for i, t in enumerate(texts):
+            write_atomic(out / f"{i:06d}.txt", t.encode("utf-8"))
+        write_atomic(out / "samples.txt", "\n\n----\n\n".join(texts).encode("utf-8"))
+        return f"{len(texts)} texts and samples.txt to {out}"
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:40] or "x"
+
+
+@dataclass
+class Evaluation:
+    """What :meth:`Model.evaluate` returns: the plugin's numbers, their settings, and warnings."""
+
+    model: str
+    checkpoint: Path
+    data: str
+    split: str
+    step: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    saved: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The document ``gentool evaluate --json`` prints and ``eval.json`` holds."""
+        return {"model": self.model, "checkpoint": str(self.checkpoint), "data": self.data, "split": self.split,
+                "step": self.step, "metrics": dict(self.metrics), "settings": dict(self.settings),
+                "warnings": list(self.warnings)}
+
+
+# -- loading a model ------------------------------------------------------------------------------
+def resolve_checkpoint(model: str | None, ref: str | os.PathLike | None) -> Path:
+    """The checkpoint file that ``ref`` names for ``model``.
+
+    ``ref``: None (the newest run of ``model``: its best, else last), a file, a run folder, a run
+    name of ``model``, ``MODEL/RUN`` under the runs folder, or ``hf://owner/name`` (pulled into the
+    cache through :mod:`gentool.hub`, then used offline).
+    """
+    from gentool import runs
+
+    if ref is not None and str(ref).startswith("hf://"):
+        from gentool.hub import pull
+
+        return pull(str(ref)[len("hf://"):])
+    if ref is None and model is None:
+        raise ConfigError("name a checkpoint (file, run folder, MODEL/RUN or hf://owner/name) or a model")
+    if model is None and ref is not None and not Path(ref).exists():
+        head, sep, tail = str(ref).partition("/")
+        if sep and tail and "/" not in tail:
+            return runs.resolve_checkpoint(head, tail)
+        raise CheckpointError(f"checkpoint not found: {ref} (a file, a run folder, MODEL/RUN or hf://owner/name)")
+    return runs.resolve_checkpoint(model, None if ref is None else str(ref))
+
+
+def load(ref: str | os.PathLike | None = None, *, model: str | None = None, device: str = "auto") -> "Model":
+    """Open a trained model from a checkpoint (see :func:`resolve_checkpoint` for ``ref``).
+
+    The checkpoint's own plugin serves it; ``model`` (if given) must match. ``device``:
+    ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    """
+    from gentool.checkpoint import load_checkpoint
+    from gentool.devices import pick_device
+
+    path = resolve_checkpoint(model, ref)
+    ckpt = load_checkpoint(path, model=model)
+    spec = _registry().model(ckpt.model)
+    return Model(spec, ckpt, path, pick_device(device))
+
+
+class Model:
+    """A trained model, ready to sample and evaluate (made by :func:`load`)."""
+
+    def __init__(self, spec: "ModelSpec", checkpoint: "Checkpoint", path: Path, device: "torch.device"):
+        self.spec, self.checkpoint, self.path, self.device = spec, checkpoint, Path(path), device
+
+    @property
+    def name(self) -> str:
+        """The model's name (``cgan``, ``gpt``, ...)."""
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, checkpoint={str(self.path)!r}, step={self.checkpoint.step}, device={self.device})"
+
+    def sample(self, n: int = 16, *, seed: int = 0, out: str | os.PathLike | None = None,
+               options: Mapping[str, Any] | None = None, quiet: bool = False, **model_options: Any) -> Samples:
+        """Draw ``n`` samples; the same seed gives the same samples (on the same device).
+
+        Model-specific options come as keywords (``label=3``, ``trunc=0.7``, ``prompt="ROMEO:"``) or
+        as ``options={...}``; they are checked against what the model declares. ``out`` is where a
+        plugin may write extra files (an animation, say; default ``samples/MODEL``); the samples
+        themselves are returned, and written only by :meth:`Samples.save`.
+        """
+        import torch
+
+        from gentool.api import SampleJob, SampleResult
+        from gentool.training import seed_everything
+
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"the number of samples must be a positive integer, got {n!r}")
+        opts = verb_options(self.spec, "sample", {**(options or {}), **model_options})
+        seed_everything(seed)
+        out_dir = Path(out) if out is not None else Path("samples") / self.name
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        job = SampleJob(spec=self.spec, checkpoint=self.checkpoint, n=n, device=self.device, generator=generator,
+                        seed=seed, options=opts, out=out_dir)
+        with reporting(quiet=quiet) as report, torch.no_grad():
+            result = _registry().call("gentool_sample", self.spec, job=job)
+        _check_sample_result(result, self.spec, SampleResult)
+        return Samples(images=result.images, labels=result.labels, texts=result.texts, nrow=result.nrow,
+                       files=list(result.files), class_names=self.checkpoint.data.get("class_names"),
+                       checkpoint=self.path, warnings=list(report.warnings))
+
+    def evaluate(self, *, data: str | None = None, split: str | None = None, n: int = 2000, seed: int = 0,
+                 features: str | None = None, save: bool = True, options: Mapping[str, Any] | None = None,
+                 quiet: bool = False, **model_options: Any) -> Evaluation:
+        """Score the model on held-out data and return an :class:`Evaluation`.
+
+        ``data`` defaults to what the model was trained on; ``split`` to its test split, or its
+        training images when it has none (said in ``settings["split"]`` and in a warning).
+        ``n`` samples feed sample-based metrics; ``features`` picks their feature extractor.
+        ``save`` keeps the result as ``eval.json`` beside a run's checkpoint.
+        """
+        from gentool.api import EvaluateJob
+        from gentool.training import seed_everything
+
+        spec, ckpt = self.spec, self.checkpoint
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"n must be a positive integer, got {n!r}")
+        opts = verb_options(spec, "evaluate", {**(options or {}), **model_options})
+        data_ref = data or ckpt.data.get("name") or spec.default_data
+        shape = ckpt.data.get("shape") or [None]
+        image_size = shape[-1] if spec.modality == "image" else None
+        reg = _registry()
+        seed_everything(seed)
+        with reporting(quiet=quiet) as report:
+            dataset, used = _evaluation_data(data_ref, spec.modality, split, image_size, reg)
+            job = EvaluateJob(spec=spec, checkpoint=ckpt, data=dataset, device=self.device, seed=seed, n=n,
+                              features=features, options=opts, data_split=used,
+                              data_loader=lambda s: load_data(data_ref, spec.modality, s, image_size, reg))
+            raw = reg.call("gentool_evaluate", spec, job=job)
+            result = evaluation_result(raw, spec)
+            for message in result.warnings:  # said like every other warning (stderr in the CLI)
+                warn(message)
+            settings = dict(result.settings)
+            if used != (split or "test"):
+                settings.setdefault("split", f"{used} ({data_ref} has no test split)")
+            evaluation = Evaluation(model=spec.name, checkpoint=self.path, data=data_ref, split=used,
+                                    step=ckpt.step, metrics=dict(result.metrics), settings=settings,
+                                    warnings=report.warnings)
+            if save and (self.path.parent / "config.toml").exists():  # a run folder: keep the result there
+                from gentool.io import write_atomic
+
+                target = self.path.parent / "eval.json"
+                try:
+                    write_atomic(target, json.dumps(evaluation.as_dict(), indent=2).encode())
+                    evaluation.saved = target
+                except OSError as exc:
+                    warn(f"could not save {target} ({exc.strerror or exc}): the result is not kept")
+        evaluation.warnings = list(report.warnings)
+        return evaluation
+
+
+def _evaluation_data(ref: str, modality: str, split: str | None, image_size: int | None, reg: Any) -> tuple[Any, str]:
+    """The evaluation data and the split it is: ``split`` as asked, or by default the test split,
+    falling back to the training images (with a warning) when the data has none."""
+    if split is not None:
+        return load_data(ref, modality, split, image_size, reg), split
+    try:
+        return load_data(ref, modality, "test", image_size, reg), "test"
+    except MissingSplitError as exc:
+        warn(f"{exc}: evaluated on the training images instead (the usual reference for FID; "
+             "optimistic for likelihoods). Pass --data with held-out images to score on those.")
+        return load_data(ref, modality, "train", image_size, reg), "train"
+
+
+def load_data(ref: str, modality: str, split: str, image_size: int | None, reg: Any, channels: int | None = None) -> Any:
+    """Load ``ref`` (a name or path) for a model of ``modality``; refuse the other modality."""
+    from gentool.data import load_dataset
+
+    dataset = load_dataset(ref, split=split, image_size=image_size, channels=channels, extra=reg.datasets)
+    kind = dataset.info().get("kind")
+    if kind != modality:
+        raise DataError(f"{ref} is {kind} data, but this model needs {modality} data")
+    return dataset
+
+
+# -- typed verb options and results -------------------------------------------------------------------
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _as_flag_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def declared_options(spec: "ModelSpec", verb: str) -> Any:
+    """What ``spec`` declares for ``verb`` (``sample`` or ``evaluate``): a dataclass, a dict, or None."""
+    return spec.sample_options if verb == "sample" else spec.evaluate_options
+
+
+def verb_options(spec: "ModelSpec", verb: str, values: Mapping[str, Any]) -> Any:
+    """Parse the model-specific options of ``verb``: a dataclass instance when the model declares
+    a dataclass; else the values as strings (checked against a declared dict of flag names)."""
+    from gentool.config import build_config, unknown_key_error
+
+    declared = declared_options(spec, verb)
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    if isinstance(declared, type) and dataclasses.is_dataclass(declared):
+        return build_config(declared, values, where=f"{spec.name} {verb}", flags=True)
+    text = {k: _as_flag_text(v) for k, v in values.items()}
+    if isinstance(declared, Mapping):
+        for key in text:
+            if key not in declared:
+                raise unknown_key_error(_flag(key), sorted(_flag(k) for k in declared), f"{spec.name} {verb}")
+    return text
+
+
+def _check_sample_result(result: Any, spec: "ModelSpec", expected: type) -> None:
+    """A clear PluginError, naming the plugin, for a sample hook that broke its contract."""
+    import torch
+
+    def broke(what: str) -> PluginError:
+        return PluginError(f"plugin {spec.plugin!r} broke the sample contract for model {spec.name!r}: {what}")
+
+    if not isinstance(result, expected):
+        raise broke(f"gentool_sample returned {type(result).__name__}; expected gentool.SampleResult(images=...) "
+                    "or SampleResult(texts=[...])")
+    if result.images is None and result.texts is None:
+        raise broke("the SampleResult holds neither images nor texts")
+    if result.images is not None:
+        x = result.images
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] not in (1, 3) or not x.is_floating_point():
+            got = f"{type(x).__name__} {tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise broke(f"images must be a float tensor [N, C, H, W] with C 1 or 3, in [0, 1]; got {got}")
+        if result.labels is not None and (not isinstance(result.labels, torch.Tensor)
+                                          or result.labels.shape[:1] != x.shape[:1]):
+            raise broke("labels must be a tensor with one label per image")
+    if result.texts is not None and (not isinstance(result.texts, list)
+                                     or not all(isinstance(t, str) for t in result.texts)):
+        raise broke("texts must be a list of strings")
+
+
+def evaluation_result(raw: Any, spec: "ModelSpec") -> Any:
+    """An :class:`~gentool.api.EvaluateResult` from what ``gentool_evaluate`` returned.
+
+    A plugin written for gentool 0.1 returns a flat dict: its numbers become metrics, its strings
+    settings, and its ``"warning"`` string a warning. Anything else (a tensor, nested data) is a
+    PluginError that names the plugin, the key and what was expected.
+    """
+    from gentool.api import EvaluateResult
+
+    def broke(what: str) -> PluginError:
+        return PluginError(f"plugin {spec.plugin!r} broke the evaluate contract for model {spec.name!r}: {what}")
+
+    if isinstance(raw, EvaluateResult):
+        metrics, settings, warnings = dict(raw.metrics), dict(raw.settings), list(raw.warnings)
+    elif isinstance(raw, Mapping):
+        metrics, settings, warnings = {}, {}, []
+        for key, value in raw.items():
+            if key == "warning" and isinstance(value, str):
+                warnings.append(value)
+            elif isinstance(value, str):
+                settings[str(key)] = value
+            else:
+                metrics[str(key)] = value
+    else:
+        raise broke(f"gentool_evaluate returned {type(raw).__name__}; expected gentool.EvaluateResult "
+                    "(or a flat dict of metric name to number)")
+    clean: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if value is None or isinstance(value, bool):
+            clean[key] = value
+        elif isinstance(value, numbers.Integral):
+            clean[key] = int(value)
+        elif isinstance(value, numbers.Real):
+            clean[key] = float(value)
+        else:
+            raise broke(f"metric {key!r} is a {type(value).__name__}; a metric must be a number, a bool or None "
+                        "(give a tensor as float(t); put text in settings)")
+    for key, value in settings.items():
+        if not isinstance(value, str):
+            raise broke(f"setting {key!r} is a {type(value).__name__}; settings are strings")
+    if not all(isinstance(w, str) for w in warnings):
+        raise broke("warnings must be strings")
+    return EvaluateResult(metrics=clean, settings=settings, warnings=warnings)
+
+
+# -- training ---------------------------------------------------------------------------------------
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is a one-line ConfigError."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot parse {path}: {exc}") from None
+
+
+def split_config_doc(doc: Mapping[str, Any], spec: "ModelSpec") -> tuple[dict[str, Any], dict[str, Any]]:
+    """``[train]`` and ``[model]`` tables of a config document; top-level keys go to whichever knows them."""
+    from gentool.config import unknown_key_error
+
+    train = dict(doc.get("train", {}))
+    model = dict(doc.get("model", {}))
+    option_names = train_option_names()
+    model_names = {f.name for f in dataclasses.fields(spec.config)} if spec.config else set()
+    for key in train:
+        if key not in option_names:
+            raise unknown_key_error(key, sorted(option_names), "[train]")
+    for key, value in doc.items():
+        if key in ("train", "model"):
+            continue
+        if key in option_names:
+            train[key] = value
+        elif key in model_names:
+            model[key] = value
+        else:
+            raise unknown_key_error(key, sorted(option_names | model_names), "config file")
+    return train, model
+
+
+def _first_difference(spec: "ModelSpec", saved: Mapping[str, Any], asked: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
+    """The first model option whose asked value differs from the saved run's (parsed alike)."""
+    from gentool.config import build_config, config_to_dict
+
+    before = config_to_dict(build_config(spec.config, dict(saved)))
+    after = config_to_dict(build_config(spec.config, {**saved, **asked}))
+    for key in after:
+        if after[key] != before.get(key):
+            return key, before.get(key), after[key]
+    return None
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """Remove a new run's folder when training failed before it held anything but its config."""
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"config.toml"}:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _new_run(model: str, name: str | None) -> Any:
+    from gentool.distributed import launched_world
+    from gentool.paths import runs_dir
+    from gentool.runs import Run, new_run
+
+    world = launched_world()
+    if not world.distributed:
+        return new_run(model, name)
+    # Under torchrun every process must agree on the folder: a name all of them know, made by rank 0.
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if name is None and run_id in ("", "none"):
+        raise ConfigError("under torchrun, pass --name RUN (or use --standalone, whose run id names the run)")
+    name = name or "run-" + "".join(c for c in run_id if c.isalnum())[:12]
+    if world.is_main:
+        return new_run(model, name)
+    return Run(model, name, runs_dir() / model / name)
+
+
+def train(model: str, *, data: str | None = None, epochs: int | None = None, batch_size: int | None = None,
+          lr: float | None = None, device: str | None = None, precision: str | None = None,
+          seed: int | None = None, image_size: int | None = None, save_every: int | None = None,
+          threads: int | None = None, name: str | None = None, resume: str | os.PathLike | bool | None = None,
+          config: str | os.PathLike | Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None,
+          quiet: bool = False, **model_options: Any) -> TrainedRun:
+    """Train ``model`` and return the run; what ``gentool train`` does, flag for keyword.
+
+    Model options (the model's config fields, and its fine-tune options such as gpt's ``sft``)
+    come as keywords (``latent_dim=8``) or as ``options={...}``. ``config`` is a TOML file (or a
+    dict of the same shape: ``[train]`` and ``[model]`` tables); keywords win over it, it over the
+    model's defaults. ``resume`` continues a run (its name, folder, or ``True``/``"latest"`` for the
+    newest) exactly where it stopped; with a fine-tune option it starts a new run from that run's
+    weights instead. ``quiet`` silences progress output.
+    """
+    from gentool.api import TrainJob, TrainOptions
+    from gentool.checkpoint import load_checkpoint
+    from gentool.config import build_config, config_from_dict, unknown_key_error
+    from gentool.devices import check_precision, pick_device, set_threads
+    from gentool.distributed import launched_world
+    from gentool.runs import resolve_run
+
+    reg = _registry()
+    spec = reg.model(model)
+    doc = dict(config) if isinstance(config, Mapping) else read_toml(config) if config is not None else {}
+    train_doc, model_doc = split_config_doc(doc, spec)
+    flags = {k: v for k, v in dict(data=data, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                                   precision=precision, seed=seed, image_size=image_size, save_every=save_every,
+                                   threads=threads).items() if v is not None}
+    sets = {str(k).replace("-", "_"): v for k, v in {**(options or {}), **model_options}.items()}
+    finetune = set(spec.finetune_options or {})
+    defaults = {"epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr, "image_size": spec.image_size}
+    if resume is True:
+        resume = "latest"
+    elif resume is False:
+        resume = None
+    resume_path = init_from = base = None
+    world = launched_world()
+    if resume is not None and finetune.intersection(sets):
+        # Fine-tuning: a new run that starts from the resumed run's weights, with its config and the
+        # fine-tune fields (and any other option) changed; by default on the data it was trained on.
+        base_run = resolve_run(model, str(resume))
+        ckpt = load_checkpoint(base_run.last, model=model)
+        base_train = ckpt.meta.get("train", {})
+        inherited = {k: base_train[k] for k in ("data", "image_size") if base_train.get(k) is not None}
+        opts = TrainOptions(**{**defaults, **inherited, **train_doc, **flags})
+        cfg = build_config(spec.config, {**ckpt.config, **model_doc, **sets})
+        init_from = base_run.last
+        base = {"run": str(base_run.dir), "checkpoint": str(base_run.last), "step": ckpt.step,
+                "data": ckpt.data.get("name"), "config": ckpt.config}
+        run = None
+    elif resume is not None:
+        run = resolve_run(model, str(resume))
+        ckpt = load_checkpoint(run.last, model=model)
+        asked_model = {**model_doc, **sets}
+        if asked_model:
+            unknown = [k for k in asked_model if spec.config is None
+                       or k not in {f.name for f in dataclasses.fields(spec.config)}]
+            if unknown:
+                raise unknown_key_error(unknown[0], sorted(f.name for f in dataclasses.fields(spec.config))
+                                        if spec.config else [], "model")
+            diff = _first_difference(spec, ckpt.config, asked_model)
+            if diff is not None:
+                key, was, now = diff
+                raise ConfigError(f"model option {key} cannot change when resuming (the run was trained with "
+                                  f"{key}={was}, asked {now}); start a new run instead")
+        saved = {k: v for k, v in ckpt.meta.get("train", {}).items() if k in train_option_names()}
+        saved.pop("device", None)
+        asked = {**train_doc, **flags}
+        for key in _FIXED_ON_RESUME:
+            if key in asked and asked[key] is not None and str(asked[key]) != str(saved.get(key)):
+                if key == "lr" and saved.get(key) is not None and float(asked[key]) == float(saved[key]):
+                    continue
+                why = ("its optimizer and learning-rate schedule were built with it" if key == "lr"
+                       else "the saved position in the data depends on it")
+                raise ConfigError(f"--{key.replace('_', '-')} cannot change when resuming (the run used "
+                                  f"{saved.get(key)}; {why}); start a new run instead")
+        opts = TrainOptions(**{**saved, **asked})
+        cfg = config_from_dict(spec.config, ckpt.config)
+        resume_path = run.last
+    else:
+        opts = TrainOptions(**{**defaults, **train_doc, **flags})
+        cfg = build_config(spec.config, {**model_doc, **sets})
+        run = None
+
+    from gentool.training import seed_everything
+
+    with reporting(quiet=quiet, main=world.is_main) as report:
+        dev = pick_device(opts.device, local_rank=world.local_rank if world.distributed else None)
+        check_precision(opts.precision, dev, warn_slow=True)
+        opts.threads = set_threads(opts.threads, explicit="threads" in flags or "threads" in train_doc)
+        seed_everything(opts.seed)
+        opts.data = opts.data or spec.default_data
+        dataset = load_data(opts.data, spec.modality, "train", opts.image_size, reg, channels=spec.channels)
+        fresh = run is None
+        if fresh:
+            run = _new_run(model, name)
+        job = TrainJob(spec=spec, config=cfg, options=opts, data=dataset, run=run, resume=resume_path, quiet=quiet,
+                       init_from=init_from, base=base)
+        if init_from is not None:
+            say(f"fine-tuning from {init_from} into a new run: {run.dir}")
+        try:
+            result = reg.call("gentool_train", spec, job=job)
+        except BaseException:
+            if fresh and world.is_main:
+                _remove_if_empty(run.dir)
+            raise
+    from gentool.training import TrainResult
+
+    if not isinstance(result, TrainResult):
+        raise PluginError(f"plugin {spec.plugin!r} broke the train contract for model {model!r}: gentool_train "
+                          f"returned {type(result).__name__}; expected what gentool.fit(task, job) returns")
+    return TrainedRun(model=model, name=run.name, dir=run.dir, step=result.step, epoch=result.epoch,
+                      metrics=dict(result.metrics), last=result.last, best=result.best,
+                      warnings=list(report.warnings))
+
+
+__all__ = ["Evaluation", "Model", "Samples", "TrainedRun", "load", "resolve_checkpoint", "train"]
