@@ -138,7 +138,7 @@ def main() -> None:
                 print(f"{model}: {m[key]:.2f} nats on the MNIST test set ({z} {m[z]:.2f}, std {m[z + '_std']:.3f}, "
                       f"certain floor under log Z from the data {m['log_z_floor']:.2f}); published {mark} ({source})")
             else:  # AIS fell below the data's floor: the figure is withdrawn, only a ceiling is known
-                print(f"{model}: no valid figure: {m.get('warning')}\n  published {mark} ({source})")
+                print(f"{model}: no valid figure: {' '.join(doc.get('warnings') or [])}\n  published {mark} ({source})")
             load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
             if stopped:
                 print(f"  stopped by --train-seconds {args.train_seconds:.0f} after {epochs} epochs "

@@ -50,9 +50,8 @@ def train_sklearn(x: torch.Tensor, epochs: int, lr: float):
 
 
 def train_gentool(data, epochs: int, lr: float, precision: str):
-    from gentool.api import ModelSpec, TrainJob, TrainOptions
+    from gentool import ModelSpec, TrainJob, TrainOptions, fit, seed_everything
     from gentool.runs import Run
-    from gentool.training import seed_everything
     from gentool_boltzmann.configs import RBMConfig
     from gentool_boltzmann.rbm import RBMTask
 
@@ -62,11 +61,11 @@ def train_gentool(data, epochs: int, lr: float, precision: str):
     with tempfile.TemporaryDirectory() as tmp:
         run = Run("rbm", "bench", Path(tmp) / "bench")
         opts = TrainOptions(epochs=epochs, batch_size=100, lr=lr, device="cpu", precision=precision, seed=0)
-        task = RBMTask(cfg, data, lr, 10**9, 0)
+        task = RBMTask(cfg, data, lr, 0)  # lr_schedule constant: the step total does not matter
         task.val = task.val.subset(slice(0, 500))
         job = TrainJob(ModelSpec("rbm", "boltzmann", "", RBMConfig, plugin="boltzmann"), cfg, opts, data, run, quiet=True)
         t = time.perf_counter()
-        job.fit(task)
+        fit(task, job)
         whole = len(task.data) * epochs / (time.perf_counter() - t)
         steps = [json.loads(x) for x in (run.dir / "metrics.jsonl").read_text().splitlines()]
         loop = [r["samples_per_s"] for r in steps if r["type"] == "step" and r["epoch"] == 1][-1]

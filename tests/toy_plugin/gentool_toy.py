@@ -132,7 +132,8 @@ def gentool_evaluate(model, job):
     import torch
 
     task = _load(job)
-    fake = task.sample(job.n, torch.Generator().manual_seed(job.seed))
+    with torch.no_grad():
+        fake = task.sample(job.n, torch.Generator().manual_seed(job.seed))
     gap = float((fake.mean(0) - job.data.as_float().mean(0)).abs().mean())
     return gentool.EvaluateResult(metrics={"mean_image_gap": gap, "n_data": len(job.data)},
                                   settings={"evaluated_split": job.data_split})

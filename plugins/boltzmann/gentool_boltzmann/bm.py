@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gentool.training import StepContext
+import gentool
+from gentool import StepContext
 
 from gentool_boltzmann.common import (
     BoltzmannTask, bernoulli, filters_image, flat, lr_schedule, save_chain_pictures, sgd,
@@ -167,15 +168,12 @@ class BMTask(BoltzmannTask):
     monitor = "val_pll_mf"
     monitor_mode = "max"
 
-    def __init__(self, cfg: BMConfig, data: Any, lr: float, epochs: int, batch_size: int, seed: int):
-        from gentool.distributed import launched_world
-
+    def __init__(self, cfg: BMConfig, data: Any, lr: float, seed: int):
         self.cfg, self.lr = cfg, lr
         self.prepare(data, cfg.binarize, seed)
         self.bm = BM(self.n_visible, cfg.hidden, cfg.init_std)
         p = flat(self.data.as_float()).mean(0).clamp(1e-3, 1 - 1e-3)  # visible biases at the pixels' log-odds
         self.bm.b.data.copy_(torch.log(p / (1 - p)))
-        self.total_steps = epochs * self.steps_per_epoch(batch_size, launched_world().size)
         self.chains: torch.Tensor | None = None  # [chains, n_v + n_h]
 
     def modules(self) -> dict[str, nn.Module]:
@@ -186,6 +184,7 @@ class BMTask(BoltzmannTask):
         return {"sgd": sgd([bm.W, bm.L, bm.J], [bm.b, bm.c], self.lr, cfg.momentum, cfg.weight_decay)}
 
     def configure_schedulers(self, optimizers):
+        # total_steps: set by the harness (this process's optimizer steps at the run's world size)
         return lr_schedule(optimizers["sgd"], self.cfg.lr_schedule, self.total_steps)
 
     @torch.no_grad()
@@ -224,9 +223,7 @@ class BMTask(BoltzmannTask):
         return self.bm.sample(n, min(self.cfg.sample_steps, PREVIEW_SWEEPS), self.shape, generator)[0]
 
     def write_pictures(self, folder: Path, epoch: int) -> None:
-        from gentool.images import save_grid
-
-        save_grid(filters_image(self.bm.W, self.shape), folder / "filters.png")
+        gentool.save_grid(filters_image(self.bm.W, self.shape), folder / "filters.png")
         g = torch.Generator().manual_seed(epoch)
         _, frames = self.bm.sample(8, PREVIEW_SWEEPS, self.shape, g, every=5)
         save_chain_pictures(frames, folder)
@@ -240,9 +237,7 @@ class BMTask(BoltzmannTask):
 
 def load_bm(checkpoint: Any, device: torch.device) -> tuple[BM, BMConfig]:
     """Rebuild the BM a checkpoint describes and load its weights."""
-    from gentool.config import config_from_dict
-
-    cfg = config_from_dict(BMConfig, checkpoint.config)
+    cfg = gentool.config_from_dict(BMConfig, checkpoint.config)
     bm = BM(math.prod(checkpoint.data["shape"]), cfg.hidden)
     checkpoint.load_into({"bm": bm})
     return bm.to(device).eval(), cfg
@@ -251,17 +246,14 @@ def load_bm(checkpoint: Any, device: torch.device) -> tuple[BM, BMConfig]:
 # -- the plugin's hooks for "bm" -----------------------------------------------------------------
 def train(job: Any) -> Any:
     """``gentool train bm``."""
-    o = job.options
-    return job.fit(BMTask(job.config, job.data, o.lr, o.epochs, o.batch_size, o.seed))
+    return gentool.fit(BMTask.from_job(job), job)
 
 
 def sample(job: Any) -> Any:
     """``gentool sample bm``: ``sample_steps`` sequential Gibbs sweeps from noise."""
-    from gentool.api import SampleResult
-
     bm, cfg = load_bm(job.checkpoint, job.device)
     images, _ = bm.sample(job.n, cfg.sample_steps, tuple(job.checkpoint.data["shape"]), job.generator)
-    return SampleResult(images=images.cpu())
+    return gentool.SampleResult(images=images.cpu())
 
 
 #: Exact log Z and log-likelihood when n_v + n_h is at most this (2^24 states).
@@ -283,21 +275,23 @@ def exact_pseudo_log_likelihood(v: torch.Tensor, params: tuple[torch.Tensor, ...
     return F.logsigmoid(log_p[:, None] - log_p_flip).sum(1)
 
 
-def evaluate(job: Any) -> dict[str, Any]:
+def evaluate(job: Any) -> Any:
     """``gentool evaluate bm``: exact log Z and test log-likelihood when the model is small enough to
     enumerate, pseudo-log-likelihood (exact when n_h is small, always the mean-field
-    approximation), reconstruction error and the linear probe. Keys say which is which."""
+    approximation), reconstruction error and the linear probe. Keys say which is which (and the
+    ``figures`` setting says so in words). The AIS flags are accepted but unused: no AIS here."""
     from gentool_boltzmann import ais
-    from gentool_boltzmann.evaluation import prepared, probe_accuracy, settings
+    from gentool_boltzmann.evaluation import prepared, probe_accuracy
 
     bm, cfg = load_bm(job.checkpoint, job.device)
-    opts = settings(job)
-    test = prepared(job.data, job.checkpoint.config, job.seed, opts["max_test"])
+    opts = job.options
+    test = prepared(job.data, job.checkpoint.config, job.seed, opts.max_test)
     train_data = prepared(job.split("train"), job.checkpoint.config, job.seed, 10_000, split="train")
     v = flat(test.as_float()).to(job.device)
     n_v, n_h = bm.W.shape
     params = tuple(t.detach().double().cpu() for t in (bm.L, bm.J, bm.b, bm.c, bm.W))
-    out: dict[str, Any] = {}
+    result = gentool.EvaluateResult()
+    out = result.metrics
     if n_v + n_h <= EXACT_MAX_UNITS:
         log_z = ais.bm_log_z_exact(*params)
         out["log_z_exact"] = log_z
@@ -307,13 +301,14 @@ def evaluate(job: Any) -> dict[str, Any]:
     with torch.no_grad():
         out["pseudo_log_likelihood_mf"] = float(bm.pseudo_log_likelihood_mf(v, cfg.mean_field_iters).mean())
         out["reconstruction_error"] = float((bm.reconstruct(v, cfg.mean_field_iters) - v).pow(2).sum(1).mean())
-    out["figures"] = ("*_exact: by enumeration; *_mf: mean-field approximation" +
-                      ("" if "log_z_exact" in out else
-                       f"; no log-likelihood: {n_v + n_h} units are too many to enumerate (limit {EXACT_MAX_UNITS})"))
+    result.settings["figures"] = (
+        "*_exact: by enumeration; *_mf: mean-field approximation"
+        + ("" if "log_z_exact" in out else
+           f"; no log-likelihood: {n_v + n_h} units are too many to enumerate (limit {EXACT_MAX_UNITS})"))
     features = lambda x: bm.mean_field(flat(x).to(job.device), cfg.mean_field_iters)  # noqa: E731
-    acc = probe_accuracy(job, opts, train_data, test, features)
+    acc = probe_accuracy(opts, train_data, test, features)
     if acc is not None:
         out["linear_probe_accuracy"] = acc
-        out["probe_features"] = "mean-field hidden means, standardised"
+        result.settings["probe_features"] = "mean-field hidden means, standardised"
     out["n_test"] = len(test)
-    return out
+    return result

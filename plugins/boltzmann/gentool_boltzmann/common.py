@@ -9,8 +9,7 @@ from typing import Any, Iterable
 import torch
 from torch.nn import functional as F
 
-from gentool.data import ImageDataset
-from gentool.training import Task
+from gentool import ImageDataset, Task
 
 
 def bernoulli(p: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -74,7 +73,9 @@ def sgd(weights: Iterable[torch.nn.Parameter], biases: Iterable[torch.nn.Paramet
 
 
 def lr_schedule(optimizer: torch.optim.Optimizer, kind: str, total_steps: int) -> dict[str, Any]:
-    """A per-step LambdaLR for ``constant``, ``linear`` (to 0) or ``cosine`` decay."""
+    """A per-step LambdaLR for ``constant``, ``linear`` (to 0) or ``cosine`` decay over
+    ``total_steps`` (a task's :attr:`gentool.Task.total_steps`: the optimizer steps this process
+    takes, which the harness sets for the run's world size)."""
     total = max(1, total_steps)
     if kind == "constant":
         return {}
@@ -136,8 +137,7 @@ def save_chain_pictures(frames: list[torch.Tensor], folder: Path, name: str = "g
 
     from PIL import Image
 
-    from gentool.checkpoint import write_atomic
-    from gentool.images import make_grid, save_grid
+    from gentool import make_grid, save_grid, write_atomic
 
     n = frames[0].shape[0]
     save_grid(torch.cat(frames), folder / f"{name}.png", nrow=n)
@@ -155,6 +155,14 @@ class BoltzmannTask(Task):
     a held-out validation part, and pictures of filters and chains."""
 
     autocast = False  # Gibbs sampling and hand-made updates stay in float32
+
+    @classmethod
+    def from_job(cls, job: Any) -> "BoltzmannTask":
+        """The task for a ``gentool_train`` job (its config, data, learning rate and seed).
+
+        Step totals are no constructor argument: the harness sets :attr:`total_steps` (at the
+        run's world size) before :meth:`configure_optimizers`, where schedules are made."""
+        return cls(job.config, job.data, job.options.lr, job.options.seed)
 
     def prepare(self, data: ImageDataset, binarize: str, seed: int) -> None:
         data = binarized(data, binarize, seed)

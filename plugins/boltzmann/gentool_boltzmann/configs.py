@@ -97,3 +97,30 @@ class BMConfig(SGDOptions):
         super().__post_init__()
         if self.hidden < 1:
             raise ValueError("hidden must be at least 1")
+
+
+@dataclass
+class EvaluateOptions:
+    """``gentool evaluate bm|rbm|dbn|dbm`` flags (``m.evaluate(ais_runs=30)`` in Python).
+
+    bm enumerates instead of running AIS: it takes the AIS flags but does not use them.
+    """
+
+    ais_runs: int = _opt(100, "AIS runs (importance samples) for log Z.")
+    ais_steps: int = _opt(14500, "AIS intermediate distributions (14500 as in Salakhutdinov & Murray 2008).")
+    probe: bool = _opt(True, "Train a logistic regression on the top hidden features (where the data has labels).")
+    max_test: int | None = _opt(None, "Score at most this many test examples (default: all).")
+
+    def __post_init__(self) -> None:
+        if self.ais_runs < 2:
+            raise ValueError("--ais-runs must be at least 2")
+        if self.ais_steps < 10:
+            raise ValueError("--ais-steps must be at least 10")
+        if self.max_test is not None and self.max_test < 1:
+            raise ValueError("--max-test must be at least 1")
+
+
+@dataclass
+class SampleOptions:
+    """``gentool sample bm|rbm|dbn|dbm`` takes no flags of its own (the Gibbs steps are the
+    model's ``sample_steps`` option): declared empty so that a mistyped flag is refused."""

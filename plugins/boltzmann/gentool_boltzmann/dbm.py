@@ -37,7 +37,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from gentool.training import StepContext
+import gentool
+from gentool import StepContext
 
 from gentool_boltzmann.common import BoltzmannTask, bernoulli, filters_image, flat, save_chain_pictures, sgd
 from gentool_boltzmann.configs import DBMConfig
@@ -214,9 +215,7 @@ class DBMTask(BoltzmannTask):
     likelihood, and the bound needs an AIS run, so no cheap figure picks a best epoch; ``gentool
     sample`` and ``evaluate`` use the run's last checkpoint."""
 
-    def __init__(self, cfg: DBMConfig, data: Any, lr: float, epochs: int, batch_size: int, seed: int):
-        from gentool.distributed import launched_world
-
+    def __init__(self, cfg: DBMConfig, data: Any, lr: float, seed: int):
         self.cfg, self.lr = cfg, lr
         self.prepare(data, cfg.binarize, seed)
         sizes = [self.n_visible, *cfg.layers]
@@ -225,8 +224,9 @@ class DBMTask(BoltzmannTask):
         p = flat(self.data.as_float()).mean(0).clamp(1e-3, 1 - 1e-3)  # visible biases at the pixels' log-odds
         for b in (self.dbm.b0, self.pres[0].b):
             b.data.copy_(torch.log(p / (1 - p)))
-        self.total_steps = epochs * self.steps_per_epoch(batch_size, launched_world().size)
-        self.ends = stage_ends(self.total_steps, cfg.pretrain_fraction, len(cfg.layers))
+        #: step at which each pretraining stage ends: made from the harness's total_steps in
+        #: configure_optimizers (it depends on the epochs, the batch size and the world size)
+        self.ends: list[int] = []
         self.step = 0  # steps taken (saved for resume): decides the stage
         self.pre_chains: torch.Tensor | None = None  # PCD chains of the pretraining stage in progress
         self.pre_stage = -1
@@ -244,6 +244,8 @@ class DBMTask(BoltzmannTask):
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         cfg = self.cfg
+        # the harness has set total_steps: the optimizer steps this process takes over the run
+        self.ends = stage_ends(self.total_steps, cfg.pretrain_fraction, len(cfg.layers))
         opts = {f"pre{l}": sgd([p.W], [p.b, p.c], self.lr, cfg.momentum, cfg.weight_decay)
                 for l, p in enumerate(self.pres, start=1)}
         opts["dbm"] = sgd(self.dbm.Ws, self.dbm.bs, self.lr, cfg.momentum, cfg.weight_decay)
@@ -326,10 +328,8 @@ class DBMTask(BoltzmannTask):
         return self.model().sample(n, self.cfg.sample_steps, self.shape, generator)[0]
 
     def write_pictures(self, folder: Path, epoch: int) -> None:
-        from gentool.images import save_grid
-
         dbm = self.model()
-        save_grid(filters_image(dbm.W1, self.shape), folder / "filters.png")
+        gentool.save_grid(filters_image(dbm.W1, self.shape), folder / "filters.png")
         g = torch.Generator().manual_seed(epoch)
         _, frames = dbm.sample(8, 200, self.shape, g, every=10)
         save_chain_pictures(frames, folder)
@@ -352,9 +352,7 @@ class DBMTask(BoltzmannTask):
 def load_dbm(checkpoint: Any, device: torch.device) -> tuple[DBM, DBMConfig]:
     """Rebuild the DBM a checkpoint describes (composing its pretraining RBMs if it was saved
     before the joint phase began)."""
-    from gentool.config import config_from_dict
-
-    cfg = config_from_dict(DBMConfig, checkpoint.config)
+    cfg = gentool.config_from_dict(DBMConfig, checkpoint.config)
     sizes = [math.prod(checkpoint.data["shape"]), *cfg.layers]
     dbm, pres = DBM(sizes), pretraining_stack(sizes, cfg.init_std)
     checkpoint.load_into({"dbm": dbm, **{f"pre{l}": p for l, p in enumerate(pres, start=1)}})
@@ -366,17 +364,14 @@ def load_dbm(checkpoint: Any, device: torch.device) -> tuple[DBM, DBMConfig]:
 # -- the plugin's hooks for "dbm" ----------------------------------------------------------------
 def train(job: Any) -> Any:
     """``gentool train dbm``."""
-    o = job.options
-    return job.fit(DBMTask(job.config, job.data, o.lr, o.epochs, o.batch_size, o.seed))
+    return gentool.fit(DBMTask.from_job(job), job)
 
 
 def sample(job: Any) -> Any:
     """``gentool sample dbm``: Gibbs chains over all layers from noise."""
-    from gentool.api import SampleResult
-
     dbm, cfg = load_dbm(job.checkpoint, job.device)
     images, _ = dbm.sample(job.n, cfg.sample_steps, tuple(job.checkpoint.data["shape"]), job.generator)
-    return SampleResult(images=images.cpu())
+    return gentool.SampleResult(images=images.cpu())
 
 
 #: Mean-field sweeps for the evaluation's posterior (more than in training: a tighter bound).
@@ -385,24 +380,24 @@ EVAL_MEAN_FIELD_ITERS = 30
 EXACT_MAX_UNITS = 20
 
 
-def evaluate(job: Any) -> dict[str, Any]:
+def evaluate(job: Any) -> Any:
     """``gentool evaluate dbm``: AIS log Z and the variational lower bound on the test
     log-likelihood; exact log Z and log-likelihood when the model is small enough to enumerate;
     mean-field reconstruction error; linear probe on the mean-field hidden layers."""
     from gentool_boltzmann import ais
-    from gentool_boltzmann.evaluation import check_log_z, prepared, probe_accuracy, settings
+    from gentool_boltzmann.evaluation import check_log_z, prepared, probe_accuracy
 
     dbm, _ = load_dbm(job.checkpoint, job.device)
     cfg = job.checkpoint.config
-    opts = settings(job)
-    test = prepared(job.data, cfg, job.seed, opts["max_test"])
+    opts = job.options
+    test = prepared(job.data, cfg, job.seed, opts.max_test)
     train_data = prepared(job.split("train"), cfg, job.seed, 10_000, split="train")
     v = flat(test.as_float()).double()
     Ws = [W.detach().double().cpu() for W in dbm.Ws]
     bs = [b.detach().double().cpu() for b in dbm.bs]
     v_train = flat(train_data.as_float()).double()
     g = torch.Generator().manual_seed(job.seed)
-    est = ais.dbm_ais(Ws, bs, runs=opts["ais_runs"], steps=opts["ais_steps"],
+    est = ais.dbm_ais(Ws, bs, runs=opts.ais_runs, steps=opts.ais_steps,
                       base_visible_bias=ais.base_rate_visible_bias(v_train), generator=g)
     # mean-field once per split: the bound, the floor, the reconstruction and the probe share it
     mus = ais.dbm_mean_field(v, Ws, bs, iters=EVAL_MEAN_FIELD_ITERS)
@@ -412,17 +407,20 @@ def evaluate(job: Any) -> dict[str, Any]:
     floor = ais.log_z_floor(torch.cat([v, v_train]),
                             torch.cat([elbo, ais.dbm_lower_bound(v_train, Ws, bs, 0.0, mus=mus_train)]))
     bound = float(elbo.mean()) - est.log_z
-    out: dict[str, Any] = {
+    result = gentool.EvaluateResult(settings={"ais_method": est.method})
+    out = result.metrics
+    out.update({
         "test_log_likelihood_lower_bound": bound,
         # the AIS error bar of log Z carried over (a larger log Z means a lower bound)
         "bound_low": bound - (est.log_z_high - est.log_z),
         "bound_high": bound + (est.log_z - est.log_z_low) if math.isfinite(est.log_z_low) else None,
         "log_z": est.log_z,
         "log_z_std": est.log_z_std,
-        **{f"ais_{k}": val for k, val in est.as_dict().items() if k in ("runs", "steps", "method")},
+        "ais_runs": est.runs,
+        "ais_steps": est.steps,
         "mean_field_iters": EVAL_MEAN_FIELD_ITERS,
-    }
-    check_log_z(out, est.log_z, floor, "test_log_likelihood_lower_bound", float(elbo.mean()), ("bound_low", "bound_high"))
+    })
+    check_log_z(result, est.log_z, floor, "test_log_likelihood_lower_bound", float(elbo.mean()), ("bound_low", "bound_high"))
     sizes = dbm.sizes
     odd, even = sum(sizes[1::2]), sum(sizes[0::2])
     if min(odd, even) <= EXACT_MAX_UNITS:
@@ -434,9 +432,9 @@ def evaluate(job: Any) -> dict[str, Any]:
     out["reconstruction_error"] = float((torch.sigmoid(mus[0] @ Ws[0].T + bs[0]) - v).pow(2).sum(1).mean())
     # all hidden layers' mean-field means side by side: on small data the top layer alone can be
     # nearly constant while the layers below still carry the class
-    acc = probe_accuracy(job, opts, train_data, test, (torch.cat(mus_train, 1), torch.cat(mus, 1)))
+    acc = probe_accuracy(opts, train_data, test, (torch.cat(mus_train, 1), torch.cat(mus, 1)))
     if acc is not None:
         out["linear_probe_accuracy"] = acc
-        out["probe_features"] = "mean-field means of all hidden layers, standardised"
+        result.settings["probe_features"] = "mean-field means of all hidden layers, standardised"
     out["n_test"] = len(test)
-    return out
+    return result

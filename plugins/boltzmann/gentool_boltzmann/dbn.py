@@ -28,8 +28,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from gentool.errors import ConfigError
-from gentool.training import StepContext
+import gentool
+from gentool import ConfigError, StepContext
 
 from gentool_boltzmann.common import (
     BoltzmannTask, bernoulli, filters_image, flat, pseudo_log_likelihood, save_chain_pictures, sgd,
@@ -115,9 +115,7 @@ class DBNTask(BoltzmannTask):
     No ``monitor``: one layer's figures say nothing of the next, so there is no best epoch to
     keep; ``gentool sample`` and ``evaluate`` use the run's last checkpoint."""
 
-    def __init__(self, cfg: DBNConfig, data: Any, lr: float, epochs: int, batch_size: int, seed: int):
-        from gentool.distributed import launched_world
-
+    def __init__(self, cfg: DBNConfig, data: Any, lr: float, epochs: int, seed: int):
         self.cfg, self.lr = cfg, lr
         self.prepare(data, cfg.binarize, seed)
         sizes = [self.n_visible, *cfg.layers]
@@ -126,11 +124,15 @@ class DBNTask(BoltzmannTask):
         self.dbn.rbms[0].b.data.copy_(torch.log(p / (1 - p)))
         self.epochs_per_layer = layer_epochs(epochs, len(cfg.layers))
         self.first_epoch = [sum(self.epochs_per_layer[:l]) for l in range(len(cfg.layers))]
-        self.steps_per_epoch_ = self.steps_per_epoch(batch_size, launched_world().size)
+        self.steps_per_epoch_ = 0  # set from the harness's total_steps in configure_optimizers
         self.step = 0  # steps taken (saved for resume): places the step in its layer's schedule
         self.layer = 0  # the layer the latest step trained
         self.chains: torch.Tensor | None = None  # PCD chains of the layer being trained ...
         self.chains_layer = -1  # ... and which layer that is
+
+    @classmethod
+    def from_job(cls, job: Any) -> "DBNTask":
+        return cls(job.config, job.data, job.options.lr, job.options.epochs, job.options.seed)
 
     def layer_at(self, epoch: int) -> int:
         """Which RBM trains in ``epoch`` (0-based)."""
@@ -141,6 +143,8 @@ class DBNTask(BoltzmannTask):
 
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         cfg = self.cfg
+        # the harness has set total_steps (epochs * steps per epoch at the run's world size)
+        self.steps_per_epoch_ = max(1, self.total_steps // sum(self.epochs_per_layer))
         return {f"rbm{l}": sgd([r.W], [r.b, r.c], self.lr, cfg.momentum, cfg.weight_decay)
                 for l, r in enumerate(self.dbn.rbms)}
 
@@ -184,9 +188,7 @@ class DBNTask(BoltzmannTask):
         return self.dbn.sample(n, self.cfg.sample_steps, self.shape, generator, top=self.layer)[0]
 
     def write_pictures(self, folder: Path, epoch: int) -> None:
-        from gentool.images import save_grid
-
-        save_grid(filters_image(self.dbn.rbms[0].W, self.shape), folder / "filters.png")
+        gentool.save_grid(filters_image(self.dbn.rbms[0].W, self.shape), folder / "filters.png")
         g = torch.Generator().manual_seed(epoch)
         _, frames = self.dbn.sample(8, 200, self.shape, g, top=self.layer, every=10)
         save_chain_pictures(frames, folder)
@@ -210,9 +212,7 @@ class DBNTask(BoltzmannTask):
 def load_dbn(checkpoint: Any, device: torch.device) -> tuple[DBN, DBNConfig]:
     """Rebuild the DBN a checkpoint describes. A checkpoint saved before the greedy schedule
     reached the top holds untrained upper layers: the DBN is then the stack trained so far."""
-    from gentool.config import config_from_dict
-
-    cfg = config_from_dict(DBNConfig, checkpoint.config)
+    cfg = gentool.config_from_dict(DBNConfig, checkpoint.config)
     sizes = [math.prod(checkpoint.data["shape"]), *cfg.layers]
     rbms = [RBM(a, b) for a, b in zip(sizes, sizes[1:])]
     checkpoint.load_into({f"rbm{l}": r for l, r in enumerate(rbms)})
@@ -224,33 +224,30 @@ def load_dbn(checkpoint: Any, device: torch.device) -> tuple[DBN, DBNConfig]:
 # -- the plugin's hooks for "dbn" ----------------------------------------------------------------
 def train(job: Any) -> Any:
     """``gentool train dbn``."""
-    o = job.options
-    return job.fit(DBNTask(job.config, job.data, o.lr, o.epochs, o.batch_size, o.seed))
+    return gentool.fit(DBNTask.from_job(job), job)
 
 
 def sample(job: Any) -> Any:
     """``gentool sample dbn``: Gibbs in the top RBM (of the layers trained so far), then down."""
-    from gentool.api import SampleResult
-
     dbn, cfg = load_dbn(job.checkpoint, job.device)
     images, _ = dbn.sample(job.n, cfg.sample_steps, tuple(job.checkpoint.data["shape"]), job.generator)
-    return SampleResult(images=images.cpu())
+    return gentool.SampleResult(images=images.cpu())
 
 
 #: Draws of the recognition chain per test example for the DBN bound.
 BOUND_SAMPLES = 10
 
 
-def evaluate(job: Any) -> dict[str, Any]:
+def evaluate(job: Any) -> Any:
     """``gentool evaluate dbn``: the variational lower bound on the test log-likelihood (AIS for
     the top RBM's log Z), reconstruction error, the first RBM's pseudo-likelihood, probe."""
     from gentool_boltzmann import ais
-    from gentool_boltzmann.evaluation import check_log_z, prepared, probe_accuracy, settings
+    from gentool_boltzmann.evaluation import check_log_z, prepared, probe_accuracy
 
     dbn, _ = load_dbn(job.checkpoint, job.device)
     cfg = job.checkpoint.config
-    opts = settings(job)
-    test = prepared(job.data, cfg, job.seed, opts["max_test"])
+    opts = job.options
+    test = prepared(job.data, cfg, job.seed, opts.max_test)
     train_data = prepared(job.split("train"), cfg, job.seed, 10_000, split="train")
     v = flat(test.as_float()).to(job.device)
     g = torch.Generator().manual_seed(job.seed)
@@ -258,10 +255,12 @@ def evaluate(job: Any) -> dict[str, Any]:
     with torch.no_grad():  # the top RBM's base rates: the training data passed up, sampled as in training
         top_data = dbn.up(flat(train_data.as_float()).to(job.device), top, sample=True, generator=g)
     params = [tuple(t.detach().double().cpu() for t in (r.W, r.b, r.c)) for r in dbn.rbms]
-    est = ais.rbm_ais(*params[top], runs=opts["ais_runs"], steps=opts["ais_steps"],
+    est = ais.rbm_ais(*params[top], runs=opts.ais_runs, steps=opts.ais_steps,
                       base_bias=ais.base_rate_visible_bias(top_data.double().cpu()), generator=g)
     bound = ais.dbn_lower_bound(v.double().cpu(), params, est.log_z, samples=BOUND_SAMPLES, generator=g).mean()
-    out: dict[str, Any] = {
+    result = gentool.EvaluateResult(settings={"ais_method": est.method})
+    out = result.metrics
+    out.update({
         "test_log_likelihood_lower_bound": float(bound),
         # the AIS error bar of log Z_top carried over (a larger log Z means a lower bound)
         "bound_low": float(bound) - (est.log_z_high - est.log_z),
@@ -270,23 +269,24 @@ def evaluate(job: Any) -> dict[str, Any]:
         "layers": len(dbn.rbms),
         "log_z_top": est.log_z,
         "log_z_top_std": est.log_z_std,
-        **{f"ais_{k}": val for k, val in est.as_dict().items() if k in ("runs", "steps", "method")},
-    }
+        "ais_runs": est.runs,
+        "ais_steps": est.steps,
+    })
     # The training data passed up are binary states of the top RBM, whose unnormalised marginal
     # log p*_top is exact: a certain floor under log Z_top. AIS below it missed modes, and the
     # bound built on it (which would read too high, even above 0) is withdrawn.
     top_states = top_data.double().cpu()
     floor = ais.log_z_floor(top_states, ais.rbm_log_p_unnormalised(top_states, *params[top]))
-    check_log_z(out, est.log_z, floor, "test_log_likelihood_lower_bound", float(bound) + est.log_z,
+    check_log_z(result, est.log_z, floor, "test_log_likelihood_lower_bound", float(bound) + est.log_z,
                 ("bound_low", "bound_high"), states="the training data passed up to the top RBM")
     with torch.no_grad():
         h = dbn.up(v, len(dbn.rbms), sample=False)
         out["reconstruction_error"] = float((dbn.down_means(h, len(dbn.rbms)) - v).pow(2).sum(1).mean())
         out["rbm0_pseudo_log_likelihood"] = float(pseudo_log_likelihood(dbn.rbms[0].free_energy, v, g).mean())
     top_features = lambda x: dbn.up(flat(x).to(job.device), len(dbn.rbms), sample=False)  # noqa: E731
-    acc = probe_accuracy(job, opts, train_data, test, top_features)
+    acc = probe_accuracy(opts, train_data, test, top_features)
     if acc is not None:
         out["linear_probe_accuracy"] = acc
-        out["probe_features"] = "top hidden layer's probabilities, standardised"
+        result.settings["probe_features"] = "top hidden layer's probabilities, standardised"
     out["n_test"] = len(test)
-    return out
+    return result

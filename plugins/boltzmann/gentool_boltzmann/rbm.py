@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gentool.training import StepContext
+import gentool
+from gentool import StepContext
 
 from gentool_boltzmann.common import (
     BoltzmannTask, bernoulli, filters_image, flat, lr_schedule, normal_like, pseudo_log_likelihood,
@@ -120,8 +121,8 @@ class RBMTask(BoltzmannTask):
 
     autocast = True
 
-    def __init__(self, cfg: RBMConfig, data: Any, lr: float, total_steps: int, seed: int):
-        self.cfg, self.lr, self.total_steps = cfg, lr, total_steps
+    def __init__(self, cfg: RBMConfig, data: Any, lr: float, seed: int):
+        self.cfg, self.lr = cfg, lr
         self.prepare(data, "none" if cfg.visible == "gaussian" else cfg.binarize, seed)
         self.rbm = RBM(self.n_visible, cfg.hidden, cfg.visible, cfg.init_std)
         x = flat(self.data.as_float())
@@ -142,6 +143,8 @@ class RBMTask(BoltzmannTask):
         return {"sgd": sgd([self.rbm.W], [self.rbm.b, self.rbm.c], self.lr, self.cfg.momentum, self.cfg.weight_decay)}
 
     def configure_schedulers(self, optimizers):
+        # total_steps: set by the harness for the run's world size (under torchrun with N
+        # processes each takes N times fewer steps, and the decay must still end at 0)
         return lr_schedule(optimizers["sgd"], self.cfg.lr_schedule, self.total_steps)
 
     @torch.no_grad()
@@ -166,8 +169,10 @@ class RBMTask(BoltzmannTask):
             self.chains = h
         grads, _ = rbm_gradients(rbm, v0, vk, cfg.sparsity_target, cfg.sparsity_cost, ph0=ph0, phk=phk)
         ctx.apply_gradients("sgd", grads)
-        self._steps = getattr(self, "_steps", 0) + 1
-        if self._steps % 10 == 1:  # the reconstruction costs a product: report it every 10th step
+        # The reconstruction costs a product: report it every 10th step. Its draw comes from the
+        # global RNG, so which steps draw must follow the harness's step count (restored on
+        # resume), not a counter of this process's own: a resumed run would drift otherwise.
+        if ctx.step_count % 10 == 0:
             return {"recon": (rbm.visible_mean(bernoulli(ph0)) - v0).pow(2).sum(1).mean()}
         return {}
 
@@ -189,9 +194,7 @@ class RBMTask(BoltzmannTask):
         return self.rbm.sample(n, min(200, self.cfg.sample_steps), self.shape, generator)[0]
 
     def write_pictures(self, folder: Path, epoch: int) -> None:
-        from gentool.images import save_grid
-
-        save_grid(filters_image(self.rbm.W, self.shape), folder / "filters.png")
+        gentool.save_grid(filters_image(self.rbm.W, self.shape), folder / "filters.png")
         g = torch.Generator().manual_seed(epoch)
         _, frames = self.rbm.sample(8, 200, self.shape, g, every=10)
         save_chain_pictures(frames, folder)
@@ -205,9 +208,7 @@ class RBMTask(BoltzmannTask):
 
 def load_rbm(checkpoint: Any, device: torch.device) -> RBM:
     """Rebuild the RBM a checkpoint describes and load its weights."""
-    from gentool.config import config_from_dict
-
-    cfg = config_from_dict(RBMConfig, checkpoint.config)
+    cfg = gentool.config_from_dict(RBMConfig, checkpoint.config)
     n_visible = 1
     for d in checkpoint.data["shape"]:
         n_visible *= d
@@ -217,51 +218,39 @@ def load_rbm(checkpoint: Any, device: torch.device) -> RBM:
 
 
 # -- the plugin's hooks for "rbm" ----------------------------------------------------------------
-def total_steps(job: Any, task_data_len: int) -> int:
-    per_epoch = max(1, task_data_len // job.options.batch_size)
-    return per_epoch * job.options.epochs
-
-
 def train(job: Any) -> Any:
     """``gentool train rbm``."""
-    from gentool_boltzmann.common import split_validation
-
-    n_train = len(split_validation(job.data, job.options.seed)[0])
-    task = RBMTask(job.config, job.data, job.options.lr, total_steps(job, n_train), job.options.seed)
-    return job.fit(task)
+    return gentool.fit(RBMTask.from_job(job), job)
 
 
 def sample(job: Any) -> Any:
     """``gentool sample rbm``."""
-    from gentool.api import SampleResult
-
-    from gentool.config import config_from_dict
-
     rbm = load_rbm(job.checkpoint, job.device)
-    cfg = config_from_dict(RBMConfig, job.checkpoint.config)
+    cfg = gentool.config_from_dict(RBMConfig, job.checkpoint.config)
     images, _ = rbm.sample(job.n, cfg.sample_steps, tuple(job.checkpoint.data["shape"]), job.generator)
-    return SampleResult(images=images.cpu())
+    return gentool.SampleResult(images=images.cpu())
 
 
-def evaluate(job: Any) -> dict[str, Any]:
+def evaluate(job: Any) -> Any:
     """``gentool evaluate rbm``: AIS log Z and test log-likelihood, reconstruction, PLL, probe."""
     from gentool_boltzmann import ais
-    from gentool_boltzmann.evaluation import check_log_z, prepared, probe_accuracy, settings
+    from gentool_boltzmann.evaluation import check_log_z, prepared, probe_accuracy
 
     rbm = load_rbm(job.checkpoint, job.device)
     cfg = job.checkpoint.config
-    opts = settings(job)
-    test = prepared(job.data, cfg, job.seed, opts["max_test"])
+    opts = job.options
+    test = prepared(job.data, cfg, job.seed, opts.max_test)
     v = rbm.standardise(flat(test.as_float())).to(job.device)
     W, b, c = (t.detach().double().cpu() for t in (rbm.W, rbm.b, rbm.c))
     train_data = prepared(job.split("train"), cfg, job.seed, 10_000, split="train")
     g = torch.Generator().manual_seed(job.seed)
-    out: dict[str, Any] = {}
+    result = gentool.EvaluateResult()
+    out = result.metrics
     if rbm.gaussian:
         base = rbm.standardise(flat(train_data.as_float())).mean(0).double()
     else:
         base = ais.base_rate_visible_bias(flat(train_data.as_float()).double())
-    est = ais.rbm_ais(W, b, c, visible=rbm.visible, runs=opts["ais_runs"], steps=opts["ais_steps"],
+    est = ais.rbm_ais(W, b, c, visible=rbm.visible, runs=opts.ais_runs, steps=opts.ais_steps,
                       base_bias=base, generator=g)
     v_test = v.double().cpu()
     log_p = ais.rbm_log_p_unnormalised(v_test, W, b, c, visible=rbm.visible)  # -F(v), reused by the floor
@@ -275,20 +264,21 @@ def evaluate(job: Any) -> dict[str, Any]:
     # the lower end of log Z is undefined (None) when the weights vary more than their mean
     out["test_ll_low"] = float(ll.mean()) - (est.log_z_high - est.log_z)
     out["test_ll_high"] = float(ll.mean()) + (est.log_z - est.log_z_low) if math.isfinite(est.log_z_low) else None
-    out.update({f"ais_{k}": val for k, val in est.as_dict().items() if k in ("runs", "steps", "method")})
+    out.update({"ais_runs": est.runs, "ais_steps": est.steps})
+    result.settings["ais_method"] = est.method
     if not rbm.gaussian:  # -F(v) is log p*(v) exactly: the data give a certain floor under log Z
         v_train = flat(train_data.as_float()).double()
         floor = ais.log_z_floor(torch.cat([v_test, v_train]),
                                 torch.cat([log_p, ais.rbm_log_p_unnormalised(v_train, W, b, c)]))
-        check_log_z(out, est.log_z, floor, "test_log_likelihood_nats", float(log_p.mean()),
+        check_log_z(result, est.log_z, floor, "test_log_likelihood_nats", float(log_p.mean()),
                     ("test_ll_low", "test_ll_high"))
     with torch.no_grad():
         ph = rbm.hidden_probs(v)
         out["reconstruction_error"] = float((rbm.visible_mean(ph) - v).pow(2).sum(1).mean())
         if not rbm.gaussian:
             out["pseudo_log_likelihood"] = float(pseudo_log_likelihood(rbm.free_energy, v, g).mean())
-    acc = probe_accuracy(job, opts, train_data, test, lambda x: rbm.hidden_probs(rbm.standardise(flat(x)).to(job.device)))
+    acc = probe_accuracy(opts, train_data, test, lambda x: rbm.hidden_probs(rbm.standardise(flat(x)).to(job.device)))
     if acc is not None:
         out["linear_probe_accuracy"] = acc
     out["n_test"] = len(test)
-    return out
+    return result

@@ -433,17 +433,27 @@ def test_log_z_floor_is_exact_over_all_states_and_below_log_z_over_some():
 
 
 def test_an_ais_estimate_below_the_floor_withdraws_the_likelihood():
+    from gentool import EvaluateResult
     from gentool_boltzmann.evaluation import check_log_z
 
-    good = {"test_log_likelihood_nats": -90.0, "test_ll_low": -91.0, "test_ll_high": -89.0}
+    def result() -> EvaluateResult:
+        return EvaluateResult(metrics={"test_log_likelihood_nats": -90.0, "test_ll_low": -91.0, "test_ll_high": -89.0},
+                              settings={"ais_method": "ais"})
+
+    good = result()
     check_log_z(good, log_z=500.0, floor=480.0, headline="test_log_likelihood_nats", mean_log_p_low=410.0,
                 error_keys=("test_ll_low", "test_ll_high"))
-    assert good["ais_consistent"] and good["test_log_likelihood_nats"] == -90.0 and "warning" not in good
-    bad = {"test_log_likelihood_nats": -90.0, "test_ll_low": -91.0, "test_ll_high": -89.0}
+    m = good.metrics
+    assert m["ais_consistent"] and m["test_log_likelihood_nats"] == -90.0 and good.warnings == []
+    assert m["log_z_floor"] == 480.0 and "test_log_likelihood_nats_at_most" not in m
+    bad = result()
     check_log_z(bad, log_z=500.0, floor=510.0, headline="test_log_likelihood_nats", mean_log_p_low=410.0,
                 error_keys=("test_ll_low", "test_ll_high"))
-    assert not bad["ais_consistent"] and bad["test_log_likelihood_nats"] is None and bad["test_ll_low"] is None
-    assert bad["test_log_likelihood_nats_at_most"] == -100.0 and "missed modes" in bad["warning"]
+    m = bad.metrics
+    assert not m["ais_consistent"] and m["test_log_likelihood_nats"] is None and m["test_ll_low"] is None
+    assert m["test_log_likelihood_nats_at_most"] == -100.0
+    assert len(bad.warnings) == 1 and "missed modes" in bad.warnings[0] and "warning" not in m
+    assert bad.settings == {"ais_method": "ais"}  # the warning is a warning, not a setting
 
 
 def test_dbm_ais_along_the_other_parity_agrees_with_exact():

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gentool.checkpoint import TRAIN_PREFIX, load_checkpoint, unpack_state
+import gentool
+from gentool import load_checkpoint
+from gentool.checkpoint import TRAIN_PREFIX, unpack_state  # test-only: looks inside the training state
 
 CLI_TIMEOUT = 600
 
@@ -44,25 +46,25 @@ def env(tmp_path, monkeypatch):
             "GENTOOL_PLUGINS": "boltzmann", "OMP_NUM_THREADS": "1"}
 
 
-def gentool(*args: str, env: dict) -> subprocess.CompletedProcess:
+def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "gentool", *args], env=env, capture_output=True, text=True,
                           timeout=CLI_TIMEOUT)
 
 
-def evaluate_json(model: str, *args: str, env: dict) -> dict:
-    res = gentool("evaluate", model, "--json", *args, env=env)
+def evaluate_json(model: str, *args: str, env: dict) -> tuple[dict, dict]:
+    """``gentool evaluate MODEL --json``: its metrics and settings."""
+    res = cli("evaluate", model, "--json", *args, env=env)
     assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)["metrics"]
+    out = json.loads(res.stdout)
+    return out["metrics"], out["settings"]
 
 
 def make_job(model: str, root: Path, epochs: int, sets: dict | None = None, *, name: str = "run",
              image_size: int | None = None, batch_size: int = 20, lr: float = 0.05, resume: Path | None = None):
     """A TrainJob as ``gentool train`` builds it (seeded the same way), on the digits."""
-    from gentool.api import TrainJob, TrainOptions
-    from gentool.config import build_config
+    from gentool import TrainJob, TrainOptions, build_config, seed_everything
     from gentool.data.digits import load_digits
     from gentool.runs import Run
-    from gentool.training import seed_everything
     from gentool_boltzmann import plugin
 
     spec = next(s for s in plugin.SPECS if s.name == model)
@@ -76,8 +78,7 @@ def make_job(model: str, root: Path, epochs: int, sets: dict | None = None, *, n
 
 
 def new_task(task_cls: type, job):
-    o = job.options
-    return task_cls(job.config, job.data, o.lr, o.epochs, o.batch_size, o.seed)
+    return task_cls.from_job(job)
 
 
 def epoch_records(run_dir: Path) -> list[dict]:
@@ -109,7 +110,7 @@ def test_dbn_trains_its_layers_one_after_the_other(tmp_path):
     task = new_task(Recording, job)
     task.snapshots = [[{k: v.clone() for k, v in r.state_dict().items()} for r in task.dbn.rbms]]
     before = task.validate()
-    job.fit(task)
+    gentool.fit(task, job)
 
     def same(a, b):
         return all(torch.equal(a[k], b[k]) for k in a)
@@ -133,22 +134,23 @@ def test_dbn_trains_its_layers_one_after_the_other(tmp_path):
 
 
 def test_dbn_from_the_command_line(env, tmp_path):
-    res = gentool("train", "dbn", "--epochs", "4", "--set", "layers=64,32", "--set", "sample_steps=100",
+    res = cli("train", "dbn", "--epochs", "4", "--set", "layers=64,32", "--set", "sample_steps=100",
                   "--batch-size", "20", "--lr", "0.1", "-q", env=env)
     assert res.returncode == 0, res.stderr
     run = tmp_path / "runs/dbn/run1"
     for f in ("filters.png", "gibbs_chain.png", "gibbs_chain.gif", "samples/epoch_004.png", "last.safetensors"):
         assert (run / f).exists(), f
-    res = gentool("sample", "dbn", "-n", "5", "--out", "s", env=env)
+    res = cli("sample", "dbn", "-n", "5", "--out", "s", env=env)
     assert res.returncode == 0, res.stderr
     assert len(list((tmp_path / "s").glob("0*.png"))) == 5
-    m = evaluate_json("dbn", "--ais-runs", "20", "--ais-steps", "500", env=env)
-    assert (m["ais_runs"], m["ais_steps"], m["ais_method"], m["layers"]) == (20, 500, "ais", 2)
+    m, settings = evaluate_json("dbn", "--ais-runs", "20", "--ais-steps", "500", env=env)
+    assert (m["ais_runs"], m["ais_steps"], settings["ais_method"], m["layers"]) == (20, 500, "ais", 2)
+    assert settings["probe_features"].startswith("top hidden layer")
     assert -64 * math.log(2) < m["test_log_likelihood_lower_bound"] < 0  # better than a coin per pixel
     assert m["bound_low"] <= m["test_log_likelihood_lower_bound"]
     assert 0 < m["reconstruction_error"] < 64 and m["rbm0_pseudo_log_likelihood"] < 0
     assert 0.5 < m["linear_probe_accuracy"] <= 1
-    res = gentool("train", "dbn", "--epochs", "1", "-q", env=env)  # two layers need two epochs
+    res = cli("train", "dbn", "--epochs", "1", "-q", env=env)  # two layers need two epochs
     assert res.returncode == 1 and "--epochs >= 2" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -157,31 +159,36 @@ def test_dbn_bound_is_withdrawn_when_ais_falls_below_the_floor(tmp_path, monkeyp
     50-epoch MNIST DBN once reported +150 nats, impossible for binary data): it is withdrawn."""
     from dataclasses import replace
 
-    from gentool.api import EvaluateJob
+    from gentool import EvaluateJob
     from gentool.data.digits import load_digits
     from gentool_boltzmann import ais, dbn
+    from gentool_boltzmann.configs import EvaluateOptions
     from gentool_boltzmann.dbn import DBNTask
 
     job = make_job("dbn", tmp_path, 2, {"layers": (32, 16)}, lr=0.1)
-    job.fit(new_task(DBNTask, job))
+    gentool.fit(new_task(DBNTask, job), job)
     ckpt = load_checkpoint(job.run.last)
 
-    def evaluate() -> dict:
+    def evaluate() -> gentool.EvaluateResult:
         ev = EvaluateJob(spec=job.spec, checkpoint=ckpt, data=load_digits("test"), device=torch.device("cpu"),
-                         seed=0, options={"ais_runs": "10", "ais_steps": "200", "probe": "false"},
+                         seed=0, options=EvaluateOptions(ais_runs=10, ais_steps=200, probe=False),
                          data_loader=lambda split: load_digits(split))
         return dbn.evaluate(ev)
 
-    good = evaluate()
+    result = evaluate()
+    good = result.metrics
     assert good["ais_consistent"] and good["log_z_top"] >= good["log_z_floor"]
-    assert good["test_log_likelihood_lower_bound"] < 0 and "warning" not in good
+    assert good["test_log_likelihood_lower_bound"] < 0 and result.warnings == []
+    assert result.settings == {"ais_method": "ais"}  # no probe: asked for none
 
     real = ais.rbm_ais
     monkeypatch.setattr(ais, "rbm_ais", lambda *a, **k: replace(
         real(*a, **k), log_z=good["log_z_floor"] - 50.0, log_z_low=math.nan, log_z_high=good["log_z_floor"] - 49.0))
-    bad = evaluate()
+    result = evaluate()
+    bad = result.metrics
     assert not bad["ais_consistent"] and bad["test_log_likelihood_lower_bound"] is None
-    assert bad["bound_low"] is None and bad["bound_high"] is None and "missed modes" in bad["warning"]
+    assert bad["bound_low"] is None and bad["bound_high"] is None
+    assert len(result.warnings) == 1 and "missed modes" in result.warnings[0]
     # the ceiling puts log Z_top at its floor: the same Monte Carlo terms as the honest bound, minus the floor
     assert bad["test_log_likelihood_lower_bound_at_most"] == pytest.approx(
         good["test_log_likelihood_lower_bound"] + good["log_z_top"] - good["log_z_floor"], abs=1e-6)
@@ -194,9 +201,11 @@ def test_dbm_pretrains_then_trains_jointly_and_learns(tmp_path):
     job = make_job("dbm", tmp_path, 8, {"layers": (32, 32), "chains": 50}, lr=0.1)
     task = new_task(DBMTask, job)
     before = task.validate()
+    gentool.fit(task, job)
+    # the stages come from the steps the harness said the run takes: 8 epochs of 1295 // 20 = 64
+    assert task.total_steps == 8 * 64
     pre = round(0.3 * task.total_steps)  # pretrain_fraction 0.3 of the steps, half per layer pair
     assert task.ends == [pre - pre // 2, pre]
-    job.fit(task)
     epochs = epoch_records(job.run.dir)
     assert epochs[0]["pretraining"] == 1 and epochs[-1]["pretraining"] == 0
     assert task.dbm.composed.item() == 1
@@ -206,17 +215,17 @@ def test_dbm_pretrains_then_trains_jointly_and_learns(tmp_path):
 
 
 def test_dbm_from_the_command_line(env, tmp_path):
-    res = gentool("train", "dbm", "--epochs", "4", "--set", "layers=64,32", "--set", "sample_steps=100",
+    res = cli("train", "dbm", "--epochs", "4", "--set", "layers=64,32", "--set", "sample_steps=100",
                   "--batch-size", "20", "--lr", "0.05", "-q", env=env)
     assert res.returncode == 0, res.stderr
     run = tmp_path / "runs/dbm/run1"
     for f in ("filters.png", "gibbs_chain.png", "gibbs_chain.gif", "samples/epoch_004.png"):
         assert (run / f).exists(), f
     assert {k.split(".")[0] for k in weights(run / "last.safetensors")} == {"dbm", "pre1", "pre2"}
-    res = gentool("sample", "dbm", "-n", "4", "--out", "s", env=env)
+    res = cli("sample", "dbm", "-n", "4", "--out", "s", env=env)
     assert res.returncode == 0 and len(list((tmp_path / "s").glob("0*.png"))) == 4
-    m = evaluate_json("dbm", "--ais-runs", "20", "--ais-steps", "500", env=env)
-    assert (m["ais_runs"], m["ais_steps"], m["ais_method"]) == (20, 500, "ais")
+    m, settings = evaluate_json("dbm", "--ais-runs", "20", "--ais-steps", "500", env=env)
+    assert (m["ais_runs"], m["ais_steps"], settings["ais_method"]) == (20, 500, "ais")
     assert math.isfinite(m["test_log_likelihood_lower_bound"])
     assert -64 * math.log(2) < m["test_log_likelihood_lower_bound"] < 0
     assert "log_z_exact" not in m  # 64 + 32 even units, 64 odd: too many to enumerate
@@ -225,10 +234,10 @@ def test_dbm_from_the_command_line(env, tmp_path):
 
 def test_dbm_bound_lies_below_the_exact_likelihood_of_a_tiny_dbm(env):
     """4x4 digits and two hidden layers of 6: small enough to enumerate."""
-    res = gentool("train", "dbm", "--epochs", "6", "--image-size", "4", "--set", "layers=6,6", "--set", "init_std=0.1",
+    res = cli("train", "dbm", "--epochs", "6", "--image-size", "4", "--set", "layers=6,6", "--set", "init_std=0.1",
                   "--set", "sample_steps=50", "--batch-size", "20", "--lr", "0.1", "-q", env=env)
     assert res.returncode == 0, res.stderr
-    m = evaluate_json("dbm", "--ais-runs", "100", "--ais-steps", "1000", "--probe", "false", env=env)
+    m, _ = evaluate_json("dbm", "--ais-runs", "100", "--ais-steps", "1000", "--probe", "false", env=env)
     assert abs(m["log_z"] - m["log_z_exact"]) < 0.1  # AIS agrees with enumeration
     assert m["ais_consistent"] and m["log_z_floor"] <= m["log_z_exact"]  # the data's floor holds
     exact, bound = m["test_log_likelihood_exact"], m["test_log_likelihood_lower_bound_exact_log_z"]
@@ -257,7 +266,7 @@ def test_dbm_resume_restores_the_persistent_chains(tmp_path):
 
     job = make_job("dbm", tmp_path, 3, sets, name="stopped", batch_size=50)
     with pytest.raises(TrainingInterrupted):
-        job.fit(new_task(Stopped, job))
+        gentool.fit(new_task(Stopped, job), job)
     saved = load_checkpoint(job.run.last)
     tensors = {k[len(TRAIN_PREFIX):]: v for k, v in saved.tensors(TRAIN_PREFIX).items()}
     state = unpack_state(saved.meta["train_state"], tensors)
@@ -270,9 +279,9 @@ def test_dbm_resume_restores_the_persistent_chains(tmp_path):
         last.parent.mkdir(parents=True, exist_ok=True)
         last.write_bytes(interrupted)
         job = make_job("dbm", tmp_path, 3, sets, name=name, batch_size=50, resume=last)
-        job.fit(new_task(cls, job))
+        gentool.fit(new_task(cls, job), job)
     job = make_job("dbm", tmp_path, 3, sets, name="straight", batch_size=50)
-    job.fit(new_task(DBMTask, job))
+    gentool.fit(new_task(DBMTask, job), job)
 
     straight = weights(tmp_path / "dbm/straight/last.safetensors")
     resumed = weights(tmp_path / "dbm/stopped/last.safetensors")
@@ -299,7 +308,7 @@ def test_bm_stays_symmetric_and_its_exact_likelihood_rises(tmp_path):
         return float((ais.bm_log_p_unnormalised(v, *params) - ais.bm_log_z_exact(*params)).mean())
 
     before = exact_ll()
-    job.fit(task)
+    gentool.fit(task, job)
     after = exact_ll()
     assert after > before + 0.1, (before, after)  # nats per training image
     L, J = task.bm.L.detach(), task.bm.J.detach()
@@ -310,22 +319,22 @@ def test_bm_stays_symmetric_and_its_exact_likelihood_rises(tmp_path):
 
 
 def test_bm_from_the_command_line_says_what_is_exact(env, tmp_path):
-    res = gentool("train", "bm", "--epochs", "2", "--image-size", "4", "--set", "hidden=4", "--set", "sample_steps=50",
+    res = cli("train", "bm", "--epochs", "2", "--image-size", "4", "--set", "hidden=4", "--set", "sample_steps=50",
                   "-q", env=env)
     assert res.returncode == 0, res.stderr
     run = tmp_path / "runs/bm/run1"
     for f in ("filters.png", "gibbs_chain.png", "gibbs_chain.gif", "samples/epoch_002.png", "best.safetensors"):
         assert (run / f).exists(), f
-    res = gentool("sample", "bm", "-n", "3", "--out", "s", env=env)
+    res = cli("sample", "bm", "-n", "3", "--out", "s", env=env)
     assert res.returncode == 0 and len(list((tmp_path / "s").glob("0*.png"))) == 3
-    m = evaluate_json("bm", env=env)
+    m, settings = evaluate_json("bm", env=env)
     assert -16 * math.log(2) < m["test_log_likelihood_exact"] < 0 and math.isfinite(m["log_z_exact"])
     assert m["pseudo_log_likelihood_exact"] < 0 and m["pseudo_log_likelihood_mf"] < 0
-    assert "exact" in m["figures"] and "mean-field" in m["figures"]
-    res = gentool("train", "bm", "--epochs", "1", "--set", "hidden=8", "--set", "sample_steps=10", "-q", env=env)
+    assert "exact" in settings["figures"] and "mean-field" in settings["figures"]
+    res = cli("train", "bm", "--epochs", "1", "--set", "hidden=8", "--set", "sample_steps=10", "-q", env=env)
     assert res.returncode == 0, res.stderr
-    m = evaluate_json("bm", "--probe", "false", env=env)  # 64 + 8 units: no exact figures, and it says so
-    assert "log_z_exact" not in m and "too many to enumerate" in m["figures"]
+    m, settings = evaluate_json("bm", "--probe", "false", env=env)  # 64 + 8 units: no exact figures, and it says so
+    assert "log_z_exact" not in m and "too many to enumerate" in settings["figures"]
 
 
 # -- longer checks ---------------------------------------------------------------------------------
@@ -335,11 +344,11 @@ def test_training_raises_the_bound_on_held_out_digits(env, model):
     """The default layers (256, 256) at a small batch: ten epochs give a clearly better evaluated
     bound on held-out digits than two."""
     common = ["--batch-size", "20", "--lr", "0.05", "-q"]
-    assert gentool("train", model, "--epochs", "2", "--name", "short", "--set", "sample_steps=10",
+    assert cli("train", model, "--epochs", "2", "--name", "short", "--set", "sample_steps=10",
                    *common, env=env).returncode == 0
-    assert gentool("train", model, "--epochs", "10", "--name", "long", *common, env=env).returncode == 0
+    assert cli("train", model, "--epochs", "10", "--name", "long", *common, env=env).returncode == 0
     scores = {}
     for name in ("short", "long"):
-        m = evaluate_json(model, "-c", name, "--ais-runs", "50", "--ais-steps", "2000", "--probe", "false", env=env)
+        m, _ = evaluate_json(model, "-c", name, "--ais-runs", "50", "--ais-steps", "2000", "--probe", "false", env=env)
         scores[name] = m["test_log_likelihood_lower_bound"]
     assert scores["long"] > scores["short"] + 1, scores

@@ -23,17 +23,18 @@ def gentool(*args, env):
 def env(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     return {**os.environ, "GENTOOL_RUNS": str(tmp_path / "runs"), "GENTOOL_CACHE": str(tmp_path / "cache"),
-            "GENTOOL_PLUGINS": "boltzmann"}
+            "GENTOOL_PLUGINS": "boltzmann", "OMP_NUM_THREADS": "1"}
 
 
-def test_hooks_answer_only_for_their_own_models():
+def test_the_plugin_registers_its_four_models_with_typed_verb_options():
     from gentool_boltzmann import plugin
+    from gentool_boltzmann.configs import EvaluateOptions, SampleOptions
 
-    for hook in (plugin.gentool_train, plugin.gentool_sample, plugin.gentool_evaluate):
-        assert hook("vae", job=None) is None and hook("gan", job=None) is None
     registered = []
     plugin.gentool_register_models(registered.append)
     assert [s.name for s in registered] == ["bm", "rbm", "dbn", "dbm"]
+    for spec in registered:
+        assert spec.sample_options is SampleOptions and spec.evaluate_options is EvaluateOptions
 
 
 def test_rbm_trains_samples_and_evaluates_on_digits(env, tmp_path):
@@ -49,14 +50,20 @@ def test_rbm_trains_samples_and_evaluates_on_digits(env, tmp_path):
     assert res.returncode == 0 and len(list((tmp_path / "s").glob("0*.png"))) == 5
     res = gentool("evaluate", "rbm", "--json", "--ais-runs", "30", "--ais-steps", "1000", env=env)
     assert res.returncode == 0, res.stderr
-    m = json.loads(res.stdout)["metrics"]
-    assert m["ais_runs"] == 30 and m["ais_steps"] == 1000 and m["ais_method"] == "ais"
+    out = json.loads(res.stdout)
+    m = out["metrics"]
+    assert m["ais_runs"] == 30 and m["ais_steps"] == 1000 and out["settings"]["ais_method"] == "ais"
+    assert out["warnings"] == [] and all(isinstance(v, (int, float)) or v is None for v in m.values())
     assert -64 * 0.6932 < m["test_log_likelihood_nats"] < 0  # better than a coin per pixel, below 0
     assert m["test_ll_low"] <= m["test_log_likelihood_nats"] <= (m["test_ll_high"] or float("inf"))
     assert m["ais_consistent"] and m["log_z_floor"] < m["log_z"]
     assert 0.5 < m["linear_probe_accuracy"] <= 1
     res = gentool("evaluate", "rbm", "--ais-run", "3", env=env)
     assert res.returncode == 1 and "did you mean --ais-runs" in res.stderr
+    res = gentool("evaluate", "rbm", "--ais-runs", "1", env=env)  # checked before any AIS runs
+    assert res.returncode == 1 and "--ais-runs must be at least 2" in res.stderr and "Traceback" not in res.stderr
+    res = gentool("sample", "rbm", "-n", "2", "--steps", "5", env=env)  # sample takes no flags of its own
+    assert res.returncode == 1 and "--steps" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_gaussian_visible_units_on_grey_digits(env):
@@ -125,3 +132,57 @@ def test_sampled_binarisation_draws_each_split_independently():
     assert 0.45 < float((as_test > 0).float().mean()) < 0.56
     with pytest.raises(ValueError, match="split"):
         binarized(grey, "sample", 0, "valid")
+
+
+#: ``python -c`` program: ``gentool`` whose rbm kills its own process (SIGKILL, no chance to save)
+#: when it is about to take step ``KILL_AT`` (0-based: after KILL_AT steps).
+KILLED_CLI = """
+import os, signal, sys
+from gentool_boltzmann import rbm
+step = rbm.RBMTask.training_step
+def training_step(self, batch, ctx):
+    if ctx.step_count == int(os.environ["KILL_AT"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return step(self, batch, ctx)
+rbm.RBMTask.training_step = training_step
+from gentool.cli import main
+sys.argv[0] = "gentool"
+main()
+"""
+
+
+def test_rbm_resumed_mid_epoch_after_sigkill_ends_exactly_where_a_straight_run_does(env, tmp_path):
+    """Digits, batch 20: 64 steps an epoch. One run is killed at step 70, after its --save-every
+    checkpoint of step 68 (mid epoch 2), and resumed: its last checkpoint must equal, tensor for
+    tensor (weights, optimizer, PCD chains, RNG), that of a run that was never stopped. The
+    reconstruction the rbm reports every 10th step draws from the global RNG, so which steps
+    report it must follow the harness's restored step count, not a counter that restarts at 0."""
+    from gentool import load_checkpoint
+
+    common = ["--epochs", "2", "--batch-size", "20", "--save-every", "4", "--set", "hidden=16",
+              "--set", "sample_steps=20", "-q"]
+    res = gentool("train", "rbm", *common, "--name", "straight", env=env)
+    assert res.returncode == 0, res.stderr
+    killed = subprocess.run([sys.executable, "-c", KILLED_CLI, "train", "rbm", *common, "--name", "killed"],
+                            env={**env, "KILL_AT": "70"}, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    runs = tmp_path / "runs" / "rbm"
+    saved = load_checkpoint(runs / "killed" / "last.safetensors")
+    assert saved.step == 68 and saved.epoch == 1  # a --save-every checkpoint in the middle of epoch 2
+    res = gentool("train", "rbm", "--resume", "killed", "-q", env=env)
+    assert res.returncode == 0, res.stderr
+
+    straight = load_checkpoint(runs / "straight" / "last.safetensors")
+    resumed = load_checkpoint(runs / "killed" / "last.safetensors")
+    assert straight.step == resumed.step == 128
+    a, b = straight.tensors(), resumed.tensors()
+    assert a.keys() == b.keys() and any(k.startswith("__train__/") for k in a)
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different
+
+    def epochs(run: Path) -> list[dict]:
+        records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k != "epoch_time"} for r in records if r["type"] == "epoch"]
+
+    # the epoch means too: the resumed epoch's losses cover its steps before the kill
+    assert epochs(runs / "straight") == epochs(runs / "killed")
