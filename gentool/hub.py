@@ -237,9 +237,12 @@ def model_card(repo_id: str, meta: dict[str, Any], *, evaluation: dict[str, Any]
         where = " ".join(str(evaluation[k]) for k in ("data", "split") if evaluation.get(k))
         source = "evaluate" + (f" on {where}" if where else "")
         rows += [(k, v, source) for k, v in (evaluation.get("metrics") or {}).items()]
+        rows += [(k, v, f"{source} (setting)") for k, v in (evaluation.get("settings") or {}).items()]
     lines += ["## Metrics", ""]
     lines += _table(("metric", "value", "source"), rows) if rows else ["No metrics were recorded."]
     lines.append("")
+    for warning in (evaluation or {}).get("warnings") or []:
+        lines += [f"> Warning from `gentool evaluate`: {warning}", ""]
 
     if samples or loss:
         lines += ["## Samples", ""]

@@ -141,11 +141,14 @@ def test_push_takes_newest_samples_and_eval_json(hub):
     (samples / "epoch_999.png").write_bytes(b"old grid")
     (samples / "epoch_1000.png").write_bytes(b"newest grid")  # sorts before 999 as text
     (run_dir / "eval.json").write_text(json.dumps(
-        {"model": "vae", "data": "digits", "split": "test", "step": 22, "metrics": {"fid": 12.5, "nll": 30.25}}))
+        {"model": "vae", "data": "digits", "split": "test", "step": 22, "metrics": {"fid": 12.5, "nll": 30.25},
+         "settings": {"features": "gentool-cnn[digits:x]"}, "warnings": ["the likelihood is withdrawn"]}))
     repo = Path(push(str(run_dir), "me/vae-eval"))  # a run folder
     assert (repo / "samples.png").read_bytes() == b"newest grid"
     card = (repo / "README.md").read_text()
     assert "| fid | 12.5 | evaluate on digits test |" in card and "| nll | 30.25 |" in card
+    assert "| features | gentool-cnn[digits:x] | evaluate on digits test (setting) |" in card
+    assert "Warning from `gentool evaluate`: the likelihood is withdrawn" in card
     assert json.loads((repo / "config.json").read_text())["evaluation"]["metrics"]["fid"] == 12.5
 
     # pushing again replaces the repo's files: no stale sample grid survives
