@@ -88,12 +88,15 @@ def test_sample_and_evaluate_help_needs_no_checkpoint(toy_env, command):
     (["--data", "mnsit"], "did you mean 'mnist'"),
     (["--data", "/no/such/folder"], "/no/such/folder"),
 ])
-def test_bad_options_give_one_line(toy_env, args, message):
-    proc = gentool("train", "toy", *args, env=toy_env)
-    assert proc.returncode != 0
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+def test_bad_options_give_one_line(toy_registry, args, message):
+    """In-process (the CLI's app under Typer's runner): one line on stderr, exit 1, no traceback."""
+    from gentool.cli import app
+
+    result = runner.invoke(app, ["train", "toy", *args])
+    assert result.exit_code != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_unknown_train_flag_names_the_close_one(toy_env):

@@ -46,18 +46,22 @@ def _wait_for_step(path: Path, proc: subprocess.Popen, at_least: int, timeout: f
     raise AssertionError("no checkpoint in time")
 
 
-def test_same_seed_same_run_and_same_samples(toy_env, workdir):
+def test_same_seed_same_run_and_same_samples(toy_registry, workdir):
+    """In-process through the Python API (the CLI's train and sample are thin layers over it)."""
+    import gentool as g
+
     for name in ("a", "b"):
-        gentool("train", "toy", "--epochs", "1", "--seed", "3", "--name", name, "-q", env=toy_env, check=True)
-    gentool("train", "toy", "--epochs", "1", "--seed", "4", "--name", "c", "-q", env=toy_env, check=True)
+        g.train("toy", epochs=1, seed=3, name=name, quiet=True)
+    g.train("toy", epochs=1, seed=4, name="c", quiet=True)
     runs = workdir / "runs" / "toy"
     assert _same(_weights(runs / "a/last.safetensors"), _weights(runs / "b/last.safetensors"))
     assert not _same(_weights(runs / "a/last.safetensors"), _weights(runs / "c/last.safetensors"))
+    m = g.load("a", model="toy")
     for out in ("s1", "s2"):
-        gentool("sample", "toy", "-c", "a", "-n", "6", "--seed", "9", "--out", out, env=toy_env, check=True)
+        m.sample(6, seed=9).save(workdir / out)
     assert sorted(p.name for p in (workdir / "s1").iterdir())[:2] == ["000000.png", "000001.png"]
     assert (workdir / "s1/grid.png").read_bytes() == (workdir / "s2/grid.png").read_bytes()
-    gentool("sample", "toy", "-c", "a", "-n", "6", "--seed", "10", "--out", "s3", env=toy_env, check=True)
+    m.sample(6, seed=10).save(workdir / "s3")
     assert (workdir / "s1/grid.png").read_bytes() != (workdir / "s3/grid.png").read_bytes()
 
 
