@@ -90,9 +90,9 @@ def set_threads(threads: int | None, *, explicit: bool = False) -> int:
     ``threads`` wins; else ``GENTOOL_THREADS``; else ``OMP_NUM_THREADS`` (which torch already
     read); else torch's default of one thread per core. When the default is taken on a machine
     whose load already fills its cores, a note says so: there a small model trained 7x faster on
-    one thread than on two, and ``--threads 1`` is the remedy. The count is decided before
-    training and recorded with the run, so a resumed run uses the same one (results do not
-    depend on the machine's load).
+    one thread than on two, and ``--threads 1`` is the remedy. The count never depends on the
+    machine's load (results must not); an explicit count is recorded with the run and reused on
+    resume.
     """
     import torch
 

@@ -586,7 +586,9 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
     with reporting(quiet=quiet, main=world.is_main) as report:
         dev = pick_device(opts.device, local_rank=world.local_rank if world.distributed else None)
         check_precision(opts.precision, dev, warn_slow=True)
-        opts.threads = set_threads(opts.threads, explicit="threads" in flags or "threads" in train_doc)
+        used = set_threads(opts.threads, explicit="threads" in flags or "threads" in train_doc)
+        if opts.threads is not None:  # an explicit count is recorded (and reused on resume); auto is not
+            opts.threads = used
         seed_everything(opts.seed)
         opts.data = opts.data or spec.default_data
         dataset = load_data(opts.data, spec.modality, "train", opts.image_size, reg, channels=spec.channels)
