@@ -6,7 +6,7 @@ Two audiences, one namespace:
 
       import gentool
       run = gentool.train("cgan", epochs=20, data="digits", latent_dim=8)
-      m = gentool.load(run.best)                       # or "runs/cgan/run1", "hf://owner/name"
+      m = run.load()                  # or gentool.load("runs/cgan/run1"), "cgan/run1", "hf://owner/name"
       images = m.sample(16, seed=0, label=3).images    # [16, C, H, W] in [0, 1]
       print(m.evaluate().metrics["fd"])
 
@@ -65,12 +65,15 @@ _EXPORTS: dict[str, str] = {
     "frechet_distance_from_stats": "gentool.metrics", "dataset_fingerprint": "gentool.metrics",
     # errors and reporting
     "GentoolError": "gentool.errors", "DataError": "gentool.errors", "CheckpointError": "gentool.errors",
-    "ConfigError": "gentool.errors", "PluginError": "gentool.errors",
+    "ConfigError": "gentool.errors", "PluginError": "gentool.errors", "MissingSplitError": "gentool.errors",
     "say": "gentool.report", "warn": "gentool.report", "GentoolWarning": "gentool.report",
 }
 _SUBMODULES = {"metrics", "data", "testing", "hookspecs", "api", "errors", "report", "engine"}
 
-__all__ = ["__version__", "hookimpl", *sorted(_EXPORTS)]
+#: Modules whose names ``from gentool import *`` takes: the torch-free ones (a star import stays light).
+_LIGHT = {"gentool.api", "gentool.engine", "gentool.errors", "gentool.report", "gentool.config", "gentool.io",
+          "gentool.paths", "gentool.data.names"}
+__all__ = ["__version__", "hookimpl", *sorted(n for n, m in _EXPORTS.items() if m in _LIGHT)]
 
 
 def __getattr__(name: str) -> Any:
@@ -99,7 +102,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from gentool.devices import autocast, pick_device
     from gentool.distributed import launched_world
     from gentool.engine import Evaluation, Model, Samples, TrainedRun, load, resolve_checkpoint, train
-    from gentool.errors import CheckpointError, ConfigError, DataError, GentoolError, PluginError
+    from gentool.errors import CheckpointError, ConfigError, DataError, GentoolError, MissingSplitError, PluginError
     from gentool.images import make_grid, save_grid, save_images
     from gentool.io import write_atomic
     from gentool.metrics import (compute_image_metrics, dataset_fingerprint, feature_stats, frechet_distance,

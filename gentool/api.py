@@ -70,13 +70,25 @@ class TrainOptions:
     batch_size: int = 64
     lr: float = 1e-3
     device: str = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: str = "fp32"  # fp32, bf16 or fp16: checked against the device by the core
     seed: int = 0
     image_size: int | None = None
     save_every: int = 0
     log_every: int = 0
     sample_count: int = 64
     threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "save_every", "log_every", "sample_count"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if self.image_size is not None and self.image_size < 4:
+            raise ValueError(f"image_size must be at least 4, got {self.image_size}")
 
 
 @dataclass

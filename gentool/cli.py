@@ -86,8 +86,12 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
                                  help="Print the version and exit."),
 ) -> None:
-    _state["debug"] = _state["debug"] or debug
+    _state["debug"] = debug or _state.pop("argv_debug", False)  # set afresh by every invocation
     import warnings
+
+    from gentool.report import GentoolWarning
+
+    warnings.simplefilter("always", GentoolWarning)  # in the CLI's own process: every message is shown
 
     def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
         _console(stderr=True).print(f"[yellow]warning:[/] {escape(str(message))}", markup=True)
@@ -294,6 +298,7 @@ def sample(
     from gentool.config import parse_extra_args, parse_set_options
     from gentool.engine import load
 
+    _registry().model(model)  # an unknown name: "did you mean", before looking for its runs
     options = {**parse_extra_args(ctx.args), **parse_set_options(set_)}
     m = load(checkpoint, model=model, device=device)
     out = out or Path("samples") / model
@@ -336,6 +341,7 @@ def evaluate(
     from gentool.config import parse_extra_args, parse_set_options
     from gentool.engine import load
 
+    _registry().model(model)  # an unknown name: "did you mean", before looking for its runs
     options = {**parse_extra_args(ctx.args), **parse_set_options(set_)}
     m = load(checkpoint, model=model, device=device)
     result = m.evaluate(data=data, split=split, n=n, seed=seed, features=features, options=options)
@@ -451,10 +457,8 @@ def _fix_bare_resume(argv: list[str]) -> list[str]:
 
 def _take_debug(argv: list[str]) -> list[str]:
     """``--debug`` is accepted anywhere (``gentool train made --debug``), not only before the verb."""
-    if "--debug" in argv:
-        _state["debug"] = True
-        argv = [a for a in argv if a != "--debug"]
-    return argv
+    _state["argv_debug"] = "--debug" in argv
+    return [a for a in argv if a != "--debug"]
 
 
 def main(argv: list[str] | None = None) -> None:

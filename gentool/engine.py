@@ -2,7 +2,7 @@
 
     import gentool
     run = gentool.train("cgan", epochs=20, data="digits", lr=2e-4, latent_dim=8)
-    m = gentool.load(run.best)                  # a file, a run folder, "cgan/run1" or "hf://owner/name"
+    m = run.load()                              # or gentool.load(a file, a run folder, "cgan/run1", "hf://owner/name")
     s = m.sample(16, seed=0, label=3)           # s.images [16, C, H, W] in [0, 1], s.labels
     e = m.evaluate()                            # e.metrics, e.settings, e.warnings
 
@@ -15,13 +15,14 @@ plugin ever imports another.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from gentool.errors import CheckpointError, ConfigError, DataError, GentoolError, MissingSplitError, PluginError
 from gentool.report import reporting, say, warn
@@ -36,6 +37,27 @@ if TYPE_CHECKING:
 #: Training options whose change would break an exact resume (the saved position in the data,
 #: the optimizer's and scheduler's state depend on them).
 _FIXED_ON_RESUME = ("data", "batch_size", "seed", "image_size", "lr")
+
+
+@contextlib.contextmanager
+def _caller_state_kept() -> Iterator[None]:
+    """Leave the caller's random streams (Python, numpy, torch) and torch's thread count as they
+    were: the API seeds and sets them for its own work, not for the program that called it."""
+    import random
+
+    import numpy as np
+    import torch
+
+    py, npy, threads = random.getstate(), np.random.get_state(), torch.get_num_threads()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
 
 
 def _registry() -> "Registry":
@@ -174,11 +196,12 @@ def resolve_checkpoint(model: str | None, ref: str | os.PathLike | None) -> Path
         return pull(str(ref)[len("hf://"):])
     if ref is None and model is None:
         raise ConfigError("name a checkpoint (file, run folder, MODEL/RUN or hf://owner/name) or a model")
-    if model is None and ref is not None and not Path(ref).exists():
+    if ref is not None and not Path(ref).exists():
         head, sep, tail = str(ref).partition("/")
-        if sep and tail and "/" not in tail:
+        if sep and tail and "/" not in tail and model in (None, head):
             return runs.resolve_checkpoint(head, tail)
-        raise CheckpointError(f"checkpoint not found: {ref} (a file, a run folder, MODEL/RUN or hf://owner/name)")
+        if model is None:
+            raise CheckpointError(f"checkpoint not found: {ref} (a file, a run folder, MODEL/RUN or hf://owner/name)")
     return runs.resolve_checkpoint(model, None if ref is None else str(ref))
 
 
@@ -228,12 +251,12 @@ class Model:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"the number of samples must be a positive integer, got {n!r}")
         opts = verb_options(self.spec, "sample", {**(options or {}), **model_options})
-        seed_everything(seed)
         out_dir = Path(out) if out is not None else Path("samples") / self.name
         generator = torch.Generator(device="cpu").manual_seed(seed)
         job = SampleJob(spec=self.spec, checkpoint=self.checkpoint, n=n, device=self.device, generator=generator,
                         seed=seed, options=opts, out=out_dir)
-        with reporting(quiet=quiet) as report, torch.no_grad():
+        with _caller_state_kept(), reporting(quiet=quiet) as report, torch.no_grad():
+            seed_everything(seed)  # for plugins that draw from the global streams too
             result = _registry().call("gentool_sample", self.spec, job=job)
         _check_sample_result(result, self.spec, SampleResult)
         return Samples(images=result.images, labels=result.labels, texts=result.texts, nrow=result.nrow,
@@ -257,13 +280,15 @@ class Model:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"n must be a positive integer, got {n!r}")
         opts = verb_options(spec, "evaluate", {**(options or {}), **model_options})
-        data_ref = data or ckpt.data.get("name") or spec.default_data
+        trained_on = ckpt.data.get("name") or spec.default_data
+        data_ref = data or trained_on
         shape = ckpt.data.get("shape") or [None]
         image_size = shape[-1] if spec.modality == "image" else None
         reg = _registry()
-        seed_everything(seed)
-        with reporting(quiet=quiet) as report:
-            dataset, used = _evaluation_data(data_ref, spec.modality, split, image_size, reg)
+        with _caller_state_kept(), reporting(quiet=quiet) as report:
+            seed_everything(seed)
+            dataset, used = _evaluation_data(data_ref, spec.modality, split, image_size, reg,
+                                             held_out=data_ref != trained_on)
             job = EvaluateJob(spec=spec, checkpoint=ckpt, data=dataset, device=self.device, seed=seed, n=n,
                               features=features, options=opts, data_split=used,
                               data_loader=lambda s: load_data(data_ref, spec.modality, s, image_size, reg))
@@ -272,8 +297,8 @@ class Model:
             for message in result.warnings:  # said like every other warning (stderr in the CLI)
                 warn(message)
             settings = dict(result.settings)
-            if used != (split or "test"):
-                settings.setdefault("split", f"{used} ({data_ref} has no test split)")
+            if used == "train" and split is None:
+                settings.setdefault("split", f"train ({data_ref} has no test split)")
             evaluation = Evaluation(model=spec.name, checkpoint=self.path, data=data_ref, split=used,
                                     step=ckpt.step, metrics=dict(result.metrics), settings=settings,
                                     warnings=report.warnings)
@@ -290,14 +315,21 @@ class Model:
         return evaluation
 
 
-def _evaluation_data(ref: str, modality: str, split: str | None, image_size: int | None, reg: Any) -> tuple[Any, str]:
-    """The evaluation data and the split it is: ``split`` as asked, or by default the test split,
-    falling back to the training images (with a warning) when the data has none."""
+def _evaluation_data(ref: str, modality: str, split: str | None, image_size: int | None, reg: Any, *,
+                     held_out: bool = False) -> tuple[Any, str]:
+    """The evaluation data and the split it is: ``split`` as asked; by default the test split.
+
+    Data without a test split: when it is other data than the model trained on (``held_out``:
+    ``--data`` named it), all of it is held out; when it is the training data, its training
+    images are the only reference there is (the usual one for FID): used, with a warning.
+    """
     if split is not None:
         return load_data(ref, modality, split, image_size, reg), split
     try:
         return load_data(ref, modality, "test", image_size, reg), "test"
     except MissingSplitError as exc:
+        if held_out:
+            return load_data(ref, modality, "all", image_size, reg), "all"
         warn(f"{exc}: evaluated on the training images instead (the usual reference for FID; "
              "optimistic for likelihoods). Pass --data with held-out images to score on those.")
         return load_data(ref, modality, "train", image_size, reg), "train"
@@ -534,29 +566,36 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
         resume = None
     resume_path = init_from = base = None
     world = launched_world()
-    if resume is not None and finetune.intersection(sets):
+    asked_model = {**model_doc, **sets}
+    asked = {**train_doc, **flags}
+
+    def options_of(values: Mapping[str, Any]) -> Any:
+        return build_config(TrainOptions, values, where="train", flags=True)
+
+    ckpt = prior = None
+    notes: list[str] = []
+    if resume is not None:
+        prior = resolve_run(model, str(resume))
+        ckpt = load_checkpoint(prior.last, model=model)
+    tuned = {k: v for k, v in asked_model.items() if k in finetune}
+    if ckpt is not None and tuned and _first_difference(spec, ckpt.config, tuned) is not None:
         # Fine-tuning: a new run that starts from the resumed run's weights, with its config and the
         # fine-tune fields (and any other option) changed; by default on the data it was trained on.
-        base_run = resolve_run(model, str(resume))
-        ckpt = load_checkpoint(base_run.last, model=model)
         base_train = ckpt.meta.get("train", {})
         inherited = {k: base_train[k] for k in ("data", "image_size") if base_train.get(k) is not None}
-        opts = TrainOptions(**{**defaults, **inherited, **train_doc, **flags})
-        cfg = build_config(spec.config, {**ckpt.config, **model_doc, **sets})
-        init_from = base_run.last
-        base = {"run": str(base_run.dir), "checkpoint": str(base_run.last), "step": ckpt.step,
+        opts = options_of({**defaults, **inherited, **asked})
+        cfg = build_config(spec.config, {**ckpt.config, **asked_model})
+        init_from = prior.last
+        base = {"run": str(prior.dir), "checkpoint": str(prior.last), "step": ckpt.step,
                 "data": ckpt.data.get("name"), "config": ckpt.config}
         run = None
-    elif resume is not None:
-        run = resolve_run(model, str(resume))
-        ckpt = load_checkpoint(run.last, model=model)
-        asked_model = {**model_doc, **sets}
+    elif ckpt is not None:  # a plain resume: the same run goes on, exactly
+        run = prior
         if asked_model:
-            unknown = [k for k in asked_model if spec.config is None
-                       or k not in {f.name for f in dataclasses.fields(spec.config)}]
+            names = {f.name for f in dataclasses.fields(spec.config)} if spec.config else set()
+            unknown = [k for k in asked_model if k not in names]
             if unknown:
-                raise unknown_key_error(unknown[0], sorted(f.name for f in dataclasses.fields(spec.config))
-                                        if spec.config else [], "model")
+                raise unknown_key_error(unknown[0], sorted(names), "model")
             diff = _first_difference(spec, ckpt.config, asked_model)
             if diff is not None:
                 key, was, now = diff
@@ -564,29 +603,33 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
                                   f"{key}={was}, asked {now}); start a new run instead")
         saved = {k: v for k, v in ckpt.meta.get("train", {}).items() if k in train_option_names()}
         saved.pop("device", None)
-        asked = {**train_doc, **flags}
+        parsed = options_of({**saved, **asked})
         for key in _FIXED_ON_RESUME:
-            if key in asked and asked[key] is not None and str(asked[key]) != str(saved.get(key)):
-                if key == "lr" and saved.get(key) is not None and float(asked[key]) == float(saved[key]):
-                    continue
+            if key in asked and getattr(parsed, key) != saved.get(key):
                 why = ("its optimizer and learning-rate schedule were built with it" if key == "lr"
                        else "the saved position in the data depends on it")
                 raise ConfigError(f"--{key.replace('_', '-')} cannot change when resuming (the run used "
                                   f"{saved.get(key)}; {why}); start a new run instead")
-        opts = TrainOptions(**{**saved, **asked})
+        opts = parsed
         cfg = config_from_dict(spec.config, ckpt.config)
         resume_path = run.last
+        base = ckpt.meta.get("finetuned_from")  # a resumed fine-tuning run still knows its base
+        if "epochs" in asked and saved.get("epochs") not in (None, opts.epochs):
+            notes.append(f"note: the run was planned for {saved['epochs']} epochs and now runs to {opts.epochs}: "
+                "learning-rate schedules that decay over the run stretch to the new end from here on")
     else:
-        opts = TrainOptions(**{**defaults, **train_doc, **flags})
-        cfg = build_config(spec.config, {**model_doc, **sets})
+        opts = options_of({**defaults, **asked})
+        cfg = build_config(spec.config, asked_model)
         run = None
 
     from gentool.training import seed_everything
 
-    with reporting(quiet=quiet, main=world.is_main) as report:
+    with _caller_state_kept(), reporting(quiet=quiet, main=world.is_main) as report:
+        for note in notes:
+            say(note)
         dev = pick_device(opts.device, local_rank=world.local_rank if world.distributed else None)
         check_precision(opts.precision, dev, warn_slow=True)
-        used = set_threads(opts.threads, explicit="threads" in flags or "threads" in train_doc)
+        used = set_threads(opts.threads, explicit="threads" in asked)
         if opts.threads is not None:  # an explicit count is recorded (and reused on resume); auto is not
             opts.threads = used
         seed_everything(opts.seed)

@@ -111,30 +111,39 @@ class Registry:
         return info
 
     def _unknown_hooks(self, obj: Any) -> str:
-        """A message for functions named like hooks that no hook specification has, else ''.
+        """A message for hook implementations (``@gentool.hookimpl``) that match no hook, else ''.
 
         pytest refuses such plugins too: a misspelled hook (``gentool_sampel``) is never called,
         and the model would fail much later with a puzzling "does not implement" error.
+        (``@hookimpl(specname="gentool_sample")`` on a function of another name is fine.)
         """
         known = sorted(n for n in dir(hookspecs) if n.startswith("gentool_"))
-        names = {c.name for c in self.pm.get_hookcallers(obj) or [] if getattr(c, "spec", None) is None}
-        names |= {n for n in dir(obj) if n.startswith("gentool_") and n not in known and _own(obj, n)}
+        names = sorted(c.name for c in self.pm.get_hookcallers(obj) or [] if getattr(c, "spec", None) is None)
         if not names:
             return ""
         parts = []
-        for name in sorted(names):
+        for name in names:
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             parts.append(f"{name}" + (f" (did you mean {close[0]}?)" if close else ""))
         return (f"unknown hook {', '.join(parts)}: gentool would never call it; the hooks are "
                 f"{', '.join(known)}")
 
     def _unmarked_hooks(self, obj: Any) -> list[str]:
-        """Problems for hook-named functions that lack ``@gentool.hookimpl`` (never called)."""
+        """Problems for functions that look like hooks but lack ``@gentool.hookimpl`` (never called):
+        a hook's own name, or a near miss of one (``gentool_sampel``)."""
+        known = sorted(n for n in dir(hookspecs) if n.startswith("gentool_"))
         marked = {c.name for c in self.pm.get_hookcallers(obj) or []}
         out = []
-        for name in sorted(n for n in dir(hookspecs) if n.startswith("gentool_")):
-            if name not in marked and _own(obj, name):
+        for name in sorted(n for n in dir(obj) if n.startswith("gentool_") and _own(obj, n)):
+            if hasattr(getattr(obj, name), "gentool_impl") or name in marked:
+                continue
+            if name in known:
                 out.append(f"{name} is not marked with @gentool.hookimpl: it is never called")
+                continue
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+            if close:
+                out.append(f"{name} looks like the hook {close[0]} but is neither that hook nor marked with "
+                           "@gentool.hookimpl: it is never called")
         return out
 
     def _fail(self, info: PluginInfo, error: str) -> None:

@@ -62,7 +62,7 @@ def seed_everything(seed: int) -> None:
 
 
 class Task:
-    """What a model does in training. Subclass it in your plugin and pass it to ``job.fit``.
+    """What a model does in training. Subclass it in your plugin and pass it to ``gentool.fit(task, job)``.
 
     Required: :meth:`modules` and :meth:`training_step`. The default data order serves batches
     ``(x, y)`` of ``self.data`` (an :class:`~gentool.data.ImageDataset`): ``x`` float in

@@ -78,7 +78,7 @@ def test_the_harness_tells_the_task_its_total_steps(toy):
         def modules(self):
             return {"net": self.net}
 
-        def configure_schedulers(self, optimizers):
+        def configure_optimizers(self):
             seen.update(total=self.total_steps, world=self.world_size)
             return {}
 
@@ -200,6 +200,7 @@ import gentool
 def gentool_register_models(register):
     register(gentool.ModelSpec("typo", "test", "a plugin with a misspelled hook"))
 
+@gentool.hookimpl
 def gentool_sampel(model, job):
     return None
 '''
@@ -225,8 +226,21 @@ def test_hook_without_the_marker_is_reported():
         def gentool_train(self, model, job):  # forgot @gentool.hookimpl
             return None
 
+        def gentool_evalute(self, model, job):  # misspelled, and unmarked
+            return None
+
+        @gentool.hookimpl(specname="gentool_sample")  # another name for a real hook: fine
+        def gentool_sample_v2(self, model, job):
+            return None
+
+        def gentool_plugin_version(self):  # a helper that merely starts like a hook: fine
+            return "1"
+
     info = Registry().add("unmarked", Plugin())
-    assert info.ok and info.problems == ["gentool_train is not marked with @gentool.hookimpl: it is never called"]
+    assert info.ok and info.problems == [
+        "gentool_evalute looks like the hook gentool_evaluate but is neither that hook nor marked with "
+        "@gentool.hookimpl: it is never called",
+        "gentool_train is not marked with @gentool.hookimpl: it is never called"]
 
 
 # -- reporting channel ----------------------------------------------------------------------------------
@@ -237,18 +251,25 @@ def test_say_is_silent_when_quiet_and_warn_is_recorded(capsys):
         gentool.say("progress")
         with pytest.warns(GentoolWarning, match="careful"):
             gentool.warn("careful")
-    assert capsys.readouterr().out == "" and report.messages == ["progress"] and report.warnings == ["careful"]
+    assert capsys.readouterr().err == "" and report.messages == ["progress"] and report.warnings == ["careful"]
     with reporting(quiet=False):
         gentool.say("shown")
-    assert capsys.readouterr().out == "shown\n"
+    out = capsys.readouterr()
+    assert out.err == "shown\n" and out.out == ""  # stdout stays for data (--json)
+    with reporting(quiet=True) as outer:  # a plugin sampling another model while it trains
+        with reporting(quiet=False) as inner, pytest.warns(GentoolWarning):
+            gentool.say("inner progress")
+            gentool.warn("inner warning")
+    assert capsys.readouterr().err == "" and inner.quiet and outer.warnings == ["inner warning"]
 
 
 # -- the facade -------------------------------------------------------------------------------------------
 def test_every_facade_name_resolves_and_import_stays_light():
-    for name in gentool.__all__:
+    for name in gentool._EXPORTS:
         assert getattr(gentool, name) is not None, name
     code = ("import sys, gentool\n"
-            "from gentool import ModelSpec, NoOptions, hookimpl, say, warn\n"
+            "from gentool import ModelSpec, NoOptions, hookimpl, say, warn, train, load\n"
+            "from gentool import *\n"
             "assert 'torch' not in sys.modules, 'importing the facade loaded torch'\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -268,6 +289,9 @@ def test_facade_check_names_an_internal_import(tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("import gentool\nfrom gentool import Task\nimport gentool.metrics\n")
     (pkg / "model.py").write_text("from gentool.training import Task\n")
+    with pytest.raises(AssertionError, match=r"pkg/model.py:1: gentool.training"):
+        assert_imports_only_the_facade(pkg / "__init__.py")
+    (pkg / "model.py").write_text("from gentool import Task, training\n")  # the module, not a facade name
     with pytest.raises(AssertionError, match=r"pkg/model.py:1: gentool.training"):
         assert_imports_only_the_facade(pkg / "__init__.py")
 
@@ -348,6 +372,21 @@ def test_finetuned_run_records_its_base_and_keeps_its_data(toy_env, workdir):
     assert base["run"] == str(workdir / "runs/toy/base") and base["data"] == str(folder) and base["step"] > 0
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_warning_follows_the_cpus_capability(monkeypatch, native):
+    from gentool import devices
+    from gentool.report import GentoolWarning
+
+    monkeypatch.setattr(devices, "cpu_bf16_support", lambda: (native, "AVX512" if native else "AVX2"))
+    with __import__("warnings").catch_warnings(record=True) as caught:
+        __import__("warnings").simplefilter("always")
+        devices.check_precision("bf16", torch.device("cpu"), warn_slow=True)
+        devices.check_precision("fp32", torch.device("cpu"), warn_slow=True)
+    said = [str(w.message) for w in caught if issubclass(w.category, GentoolWarning)]
+    assert said == ([] if native else ["this CPU has no bfloat16 instructions (torch uses its AVX2 kernels): "
+                                       "--precision bf16 is emulated here and can be many times slower than fp32"])
+
+
 def test_bf16_on_a_cpu_without_bf16_instructions_warns(toy_env):
     from gentool.devices import cpu_bf16_support
 
@@ -361,8 +400,10 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(toy_env):
 
 
 def test_threads_flag_is_applied_and_recorded(toy_env, workdir):
-    run_gentool("train", "toy", "--epochs", "1", "--threads", "1", "--name", "t1", "-q", env=toy_env, check=True)
-    assert gentool.load_checkpoint(workdir / "runs/toy/t1/last.safetensors").meta["train"]["threads"] == 1
+    run_gentool("train", "toy", "--epochs", "1", "--threads", "2", "--name", "t2", "-q", env=toy_env, check=True)
+    assert gentool.load_checkpoint(workdir / "runs/toy/t2/last.safetensors").meta["train"]["threads"] == 2
+    run_gentool("train", "toy", "--epochs", "1", "--name", "auto", "-q", env=toy_env, check=True)
+    assert gentool.load_checkpoint(workdir / "runs/toy/auto/last.safetensors").meta["train"]["threads"] is None
     res = run_gentool("train", "toy", "--epochs", "1", env={**toy_env, "GENTOOL_THREADS": "many"})
     assert res.returncode == 1 and "GENTOOL_THREADS must be a positive integer" in res.stderr
 
@@ -374,3 +415,73 @@ def test_killed_mid_epoch_resumes_with_the_whole_epochs_mean(toy_env, workdir):
 
     assert_mid_epoch_resume_is_exact("toy", "--set", "random_batches=true", "-q", env=toy_env,
                                      runs=workdir / "runs", save_every=4, kill_at=8)
+
+
+def test_api_leaves_the_callers_random_streams_and_threads_alone(toy):
+    import random
+
+    import numpy as np
+
+    threads = torch.get_num_threads()
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    run = gentool.train("toy", epochs=1, quiet=True, threads=threads + 1)
+    run.load().sample(2, seed=0)
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+    assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"batch_size": 0}, "batch_size must be at least 1"),
+    ({"epochs": 1.5}, "bad value 1.5 for --epochs (int)"),
+    ({"lr": "abc"}, "bad value 'abc' for --lr (float)"),
+    ({"config": {"train": {"epochs": 0}}}, "epochs must be at least 1"),
+])
+def test_bad_training_options_are_one_line_errors_in_python_too(toy, options, message):
+    with pytest.raises(gentool.ConfigError) as err:
+        gentool.train("toy", quiet=True, **options)
+    assert message in str(err.value)
+    assert not (toy / "runs" / "toy").exists() or not list((toy / "runs" / "toy").iterdir())
+
+
+def test_finetune_option_repeated_unchanged_resumes_and_keeps_the_base(toy):
+    gentool.train("toy", epochs=1, quiet=True, name="base")
+    tuned = gentool.train("toy", resume="base", tune="v1", epochs=1, quiet=True)  # a new run from base
+    assert tuned.name == "run1"
+    again = gentool.train("toy", resume="run1", tune="v1", epochs=2, quiet=True)  # the same tag: resume run1
+    assert again.name == "run1" and again.epoch == 2
+    meta = gentool.load_checkpoint(again.last).meta
+    assert meta["finetuned_from"]["run"].endswith("base") and meta["config"]["tune"] == "v1"
+
+
+def test_sample_and_evaluate_of_an_unknown_model_suggest_the_close_name(toy_env):
+    for verb in ("sample", "evaluate"):
+        res = run_gentool(verb, "tyo", env=toy_env)
+        assert res.returncode == 1 and "unknown model 'tyo'; did you mean toy?" in res.stderr
+
+
+def test_debug_does_not_stick_between_invocations_in_one_process(toy_registry):
+    from typer.testing import CliRunner
+
+    from gentool.cli import main
+
+    with pytest.raises(gentool.GentoolError):
+        main(["train", "nosuch", "--debug"])  # --debug: the error propagates with its traceback
+    res = CliRunner().invoke(__import__("gentool.cli", fromlist=["app"]).app, ["train", "nosuch"])
+    assert res.exit_code == 1 and "unknown model 'nosuch'" in res.stderr
+
+
+def test_evaluate_on_other_held_out_images_without_splits_scores_them_all(toy_env, workdir):
+    from PIL import Image
+
+    folder = workdir / "held"
+    (folder / "x").mkdir(parents=True)
+    for i in range(12):
+        Image.new("L", (8, 8), color=20 * i).save(folder / "x" / f"{i}.png")
+    run_gentool("train", "toy", "--epochs", "1", "-q", env=toy_env, check=True)
+    res = run_gentool("evaluate", "toy", "--data", str(folder), "--json", "-n", "8", env=toy_env)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["split"] == "all" and doc["metrics"]["n_data"] == 12 and doc["warnings"] == []

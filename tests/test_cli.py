@@ -116,7 +116,7 @@ def test_finetune_option_with_resume_starts_a_new_run_from_its_weights(toy_env):
     # (lr 0 leaves them as loaded, so they must equal run1's exactly)
     proc = gentool("train", "toy", "--resume", "run1", "--tune", "chat", "--epochs", "1", "--lr", "0", env=toy_env)
     assert proc.returncode == 0, proc.stderr
-    assert "fine-tuning from" in proc.stdout and "run2" in proc.stdout
+    assert "fine-tuning from" in proc.stderr and "run2" in proc.stderr  # messages on stderr, data on stdout
     base, tuned = load_checkpoint(runs / "run1" / "last.safetensors"), load_checkpoint(runs / "run2" / "last.safetensors")
     assert tuned.config["tune"] == "chat" and base.config["tune"] == ""
     assert tuned.meta["step"] == base.meta["step"]  # a fresh count, not a continuation

@@ -170,9 +170,11 @@ def load_idx_dir(
         prefix = _SPLIT_PREFIX[part]
         images_path = find_idx_file(folder, prefix, "images")
         labels_path = find_idx_file(folder, prefix, "labels")
-        if images_path is None or labels_path is None:
+        if images_path is None and labels_path is None:  # the split is not there at all
+            raise MissingSplitError(f"no {part} split in IDX folder {folder}: no {prefix}-images-idx3-ubyte[.gz]")
+        if images_path is None or labels_path is None:  # half a split: a broken download, say
             missing = f"{prefix}-images-idx3-ubyte" if images_path is None else f"{prefix}-labels-idx1-ubyte"
-            raise MissingSplitError(f"no {part} split in IDX folder {folder}: {missing}[.gz] is missing")
+            raise DataError(f"incomplete {part} split in IDX folder {folder}: {missing}[.gz] is missing")
         images, labels = _load_pair(images_path, labels_path)
         all_images.append(images)
         all_labels.append(labels)
