@@ -485,3 +485,48 @@ def test_evaluate_on_other_held_out_images_without_splits_scores_them_all(toy_en
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["split"] == "all" and doc["metrics"]["n_data"] == 12 and doc["warnings"] == []
+
+
+CONSUMER = '''
+import gentool
+
+@gentool.hookimpl
+def gentool_register_models(register):
+    register(gentool.ModelSpec("consumer", "test", "samples another plugin's checkpoint, as the detector will"))
+
+@gentool.hookimpl
+def gentool_sample(model, job):
+    source = job.checkpoint.meta["source"]
+    gentool.say("drawing from " + source)
+    other = gentool.load(source, device="cpu")     # routed to that checkpoint's own plugin
+    drawn = other.sample(job.n, seed=job.seed)
+    return gentool.SampleResult(images=1.0 - drawn.images)
+'''
+
+
+def test_a_plugin_samples_another_plugins_checkpoint_through_the_api(gentool_env):
+    """No plugin imports another: the consumer names a toy checkpoint and the core routes to toy."""
+    import os
+
+    from gentool.checkpoint import save_checkpoint
+
+    gentool_env.add_plugin("consumerplug", CONSUMER)
+    gentool_env.env["PYTHONPATH"] = os.pathsep.join([str(TOY_DIR), gentool_env.env["PYTHONPATH"]])
+    from conftest import make_dist
+
+    make_dist(gentool_env.dir / "plugins_site", "gentool-toy", {"toy": "gentool_toy"})
+    gentool_env.env["GENTOOL_PLUGINS"] = "consumerplug,toy"
+    res = gentool_env.run("train", "toy", "--epochs", "1", "-q", check=True)
+    toy_ckpt = gentool_env.runs / "toy" / "run1" / "last.safetensors"
+    path = save_checkpoint(gentool_env.dir / "consumer.safetensors", {},
+                           {"model": "consumer", "source": str(toy_ckpt), "data": {"shape": [1, 8, 8]}})
+    res = gentool_env.run("sample", "consumer", "-c", str(path), "-n", "4", "--seed", "3", "--out", "c")
+    assert res.returncode == 0, res.stderr
+    res = gentool_env.run("sample", "toy", "-c", str(toy_ckpt), "-n", "4", "--seed", "3", "--out", "t")
+    assert res.returncode == 0, res.stderr
+    import numpy as np
+    from PIL import Image
+
+    mine = np.asarray(Image.open(gentool_env.dir / "c" / "000000.png"), dtype=np.int16)
+    theirs = np.asarray(Image.open(gentool_env.dir / "t" / "000000.png"), dtype=np.int16)
+    assert np.abs(mine + theirs - 255).max() <= 1  # the consumer's image is the toy's, inverted
