@@ -14,6 +14,10 @@ context a conversation takes, ``describe()`` what is loaded. :func:`open_backend
   transformers' ``AutoModelForCausalLM`` with the tokenizer's own chat template. Weights load from
   safetensors only and no repository code runs (``trust_remote_code`` stays off).
 
+Both keep to the model's context: a conversation longer than it is cut to its newest tokens
+(:attr:`Backend.cut_tokens` says how many went, and ``gentool chat`` says so), and an answer that
+fills the context stops there (:attr:`Backend.stop_reason` ``"context full"``).
+
 torch and transformers are imported inside the functions that need them.
 """
 
@@ -25,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
-from gentool.errors import CheckpointError, GentoolError
+from gentool import CheckpointError, GentoolError
 
 if TYPE_CHECKING:
     import torch
@@ -67,6 +71,8 @@ class Backend:
     stop_reason: str = ""
     #: Tokens the last answer produced.
     last_tokens: int = 0
+    #: Tokens of the last conversation left out (its oldest) because it was longer than the context.
+    cut_tokens: int = 0
 
     def __init__(self) -> None:
         self._generator: "torch.Generator | None" = None
@@ -83,6 +89,13 @@ class Backend:
     def describe(self) -> dict[str, str]:
         """What is loaded, for ``/status``: name, kind, device, size, context..."""
         raise NotImplementedError
+
+    def _fit(self, ids: list[int]) -> list[int]:
+        """The newest tokens of a rendered conversation that leave room for one answer token;
+        records how many were left out in :attr:`cut_tokens`."""
+        keep = max(1, self.context_length - 1)
+        self.cut_tokens = max(0, len(ids) - keep)
+        return ids[-keep:]
 
     def reseed(self, seed: int | None) -> None:
         """Restart the sampling random stream: from ``seed``, or from a fresh random seed."""
@@ -123,7 +136,7 @@ class GPTBackend(Backend):
 
     def __init__(self, checkpoint: str | os.PathLike, device: "torch.device | str" = "cpu"):
         super().__init__()
-        from gentool.checkpoint import load_checkpoint
+        from gentool import load_checkpoint
 
         from gentool_gpt.loading import load_gpt
 
@@ -152,10 +165,12 @@ class GPTBackend(Backend):
     def chat_stream(self, messages: Sequence[Message], settings: Settings) -> Iterator[str]:
         from gentool_gpt.generate import IncrementalDecoder, generate
 
-        ids = self._render(messages)
+        ids = self._fit(self._render(messages))
         decoder = IncrementalDecoder(lambda xs: self.tokenizer.decode(xs, skip_special=True))
         self.stop_reason, self.last_tokens = "end of turn", 0
-        stream = generate(self.model, ids, max_new_tokens=settings.max_tokens, temperature=settings.temperature,
+        room = self.context_length - len(ids)  # the answer stops when the context is full
+        limit = min(settings.max_tokens, room)
+        stream = generate(self.model, ids, max_new_tokens=limit, temperature=settings.temperature,
                           top_k=settings.top_k, top_p=settings.top_p, generator=self.generator,
                           stop_ids=self.stop_ids)
         for tok in stream:
@@ -163,8 +178,8 @@ class GPTBackend(Backend):
             piece = decoder.push(tok)
             if piece:
                 yield piece
-        if self.last_tokens >= settings.max_tokens:
-            self.stop_reason = "max tokens"
+        if self.last_tokens >= limit:
+            self.stop_reason = "max tokens" if limit == settings.max_tokens else "context full"
         tail = decoder.flush()
         if tail:
             yield tail
@@ -258,7 +273,7 @@ class HFBackend(Backend):
 
         from gentool_gpt.generate import IncrementalDecoder, sample_next
 
-        ids = self._render(messages)[-self.context_length:]
+        ids = self._fit(self._render(messages))
         decoder = IncrementalDecoder(lambda xs: self.tokenizer.decode(xs, skip_special_tokens=True))
         self.stop_reason, self.last_tokens = "end of turn", 0
         dev = torch.device(self.device)
@@ -307,7 +322,7 @@ class HFBackend(Backend):
 
 # -- choosing -----------------------------------------------------------------------------------
 def _is_gentool_checkpoint(path: Path) -> bool:
-    from gentool.checkpoint import read_header
+    from gentool import read_header
 
     try:
         meta = read_header(path).get("__metadata__") or {}
@@ -318,8 +333,7 @@ def _is_gentool_checkpoint(path: Path) -> bool:
 
 def resolve_model(ref: str | None) -> tuple[str, str]:
     """``("gpt", checkpoint path)`` or ``("hf", folder or hub id)`` for a ``--model`` value."""
-    from gentool.paths import runs_dir
-    from gentool.runs import resolve_checkpoint
+    from gentool import resolve_checkpoint, runs_dir
 
     if ref is None:
         try:

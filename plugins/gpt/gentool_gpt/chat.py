@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, TextIO
 
-from gentool.errors import GentoolError
+from gentool import GentoolError
 
 if TYPE_CHECKING:
     from gentool_gpt.backends import Backend, Settings
@@ -82,7 +82,7 @@ def run(model: str | None, settings: "Settings", *, system: str | None = None, m
         if not message:
             raise GentoolError("no message: give one with -m TEXT or on stdin (echo hi | gentool chat)")
 
-    from gentool.devices import pick_device
+    from gentool import pick_device
 
     from gentool_gpt.backends import open_backend
 
@@ -145,13 +145,9 @@ class ChatSession:
         self.history.append({"role": "user", "content": text})
         try:
             self.fit_context()
-            too_long = self.backend.count_tokens(self.messages) >= self.backend.context_length
         except BaseException:
             self.history.pop()
             raise
-        if too_long:
-            self.note(f"this message alone is longer than the model's context ({self.backend.context_length} "
-                      "tokens): the model sees only its end")
         pieces: list[str] = []
         interrupted = False
         stream = self.backend.chat_stream(self.messages, self.settings)
@@ -173,10 +169,18 @@ class ChatSession:
         self.history.append({"role": "assistant", "content": reply})
         self.out.write("\n")
         self.out.flush()
+        limit = self.backend.context_length
+        cut = getattr(self.backend, "cut_tokens", 0)
+        if cut:  # what fit_context cannot help: the newest message (and system prompt) alone overflow
+            self.note(f"this message is longer than the model's context ({limit} tokens): the model saw only "
+                      f"its end ({cut} tokens of the conversation left out)")
         if interrupted:
             self.note("answer stopped (Ctrl-C); the part above stays in the conversation")
             if self.notes is not self.out:  # not interactive: stopping means leaving
                 raise KeyboardInterrupt
+        elif self.backend.stop_reason == "context full":
+            self.note(f"answer cut: the model's context of {limit} tokens is full ({self.backend.last_tokens} "
+                      "tokens); the oldest turns make room for the next message")
         elif self.backend.stop_reason != "end of turn":
             self.note(f"answer cut at {self.backend.stop_reason} "
                       f"({self.backend.last_tokens} tokens; /set max_tokens N for longer)")
@@ -241,7 +245,7 @@ class ChatSession:
     def _cmd_save(self, arg: str) -> None:
         if not arg:
             raise GentoolError("usage: /save FILE")
-        from gentool.checkpoint import write_atomic
+        from gentool import write_atomic
 
         path = Path(arg).expanduser()
         doc = {"messages": self.messages}
@@ -254,6 +258,8 @@ class ChatSession:
     def _cmd_load(self, arg: str) -> None:
         if not arg:
             raise GentoolError("usage: /load FILE")
+        from gentool_gpt.conversations import read_conversation
+
         path = Path(arg).expanduser()
         messages = read_conversation(path)
         system = [m["content"] for m in messages if m["role"] == "system"]
@@ -333,42 +339,13 @@ def read_message(read: Callable[[str], str]) -> str | None:
     return "\n".join(lines)
 
 
-def read_conversation(path: Path) -> list[dict[str, str]]:
-    """Messages from a JSON file: ``{"messages": [...]}``, a bare list of messages, or ShareGPT
-    ``{"conversations": [{"from", "value"}]}`` (the first conversation of a list of them)."""
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise GentoolError(f"no such file: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise GentoolError(f"cannot read {path} as JSON: {exc}") from None
-    if isinstance(doc, list) and doc and isinstance(doc[0], dict) and ("messages" in doc[0] or "conversations" in doc[0]):
-        doc = doc[0]
-    if isinstance(doc, dict):
-        doc = doc.get("messages", doc.get("conversations"))
-    if not isinstance(doc, list):
-        raise GentoolError(f"{path}: expected {{\"messages\": [...]}} or {{\"conversations\": [...]}}")
-    roles = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-             "bot": "assistant", "model": "assistant", "system": "system"}
-    out = []
-    for m in doc:
-        if not isinstance(m, dict):
-            raise GentoolError(f"{path}: every message must be an object")
-        role = roles.get(str(m.get("role", m.get("from", ""))).lower())
-        content = m.get("content", m.get("value"))
-        if role is None or not isinstance(content, str):
-            raise GentoolError(f"{path}: a message needs a role (system, user, assistant) and text content: {m}")
-        out.append({"role": role, "content": content})
-    return out
-
-
 def _setup_readline() -> Path | None:
     """Turn on line editing and load the history file (nothing happens without readline)."""
     try:
         import readline
     except ImportError:
         return None
-    from gentool.paths import cache_dir
+    from gentool import cache_dir
 
     path = cache_dir() / "chat_history"
     try:

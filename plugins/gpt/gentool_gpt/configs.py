@@ -1,8 +1,11 @@
-"""The options of ``gpt`` (a typed dataclass; no torch import: ``gentool list`` reads it).
+"""The options of ``gpt``: training (:class:`GPTTrainConfig`), ``gentool sample gpt``
+(:class:`GPTSampleOptions`) and ``gentool evaluate gpt`` (:class:`GPTEvaluateOptions`).
 
-The defaults are nanoGPT's CPU configuration (4 layers, 4 heads, width 128, context 64) with the
-training recipe that ``benchmarks/gpt_nanogpt.py`` measured to be fastest to a given validation
-loss on a 2-core CPU; ``gentool train gpt`` with no options is that run.
+Typed dataclasses, no torch import (``gentool list`` and ``gentool sample gpt -h`` read them).
+The training defaults are nanoGPT's CPU configuration (4 layers, 4 heads, width 128, context 64)
+with the recipe that ``benchmarks/gpt_nanogpt.py`` measured to be fastest to a given validation
+loss on a 2-core CPU; ``gentool train gpt`` with no options is that run. Chat fine-tuning takes a
+longer context by default (``sft_block_size``): a chat template with a few turns needs it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ class GPTTrainConfig:
     n_layer: int = _opt(4, "Transformer blocks.")
     n_head: int = _opt(4, "Attention heads per block.")
     n_embd: int = _opt(128, "Model width (must be a multiple of n_head; head size even, for rotary positions).")
-    block_size: int = _opt(64, "Context length in tokens.")
+    block_size: int = _opt(64, "Context length in tokens (of pretraining; see sft_block_size for chat).")
     mlp_hidden: int = _opt(0, "SwiGLU hidden width (0: about 8/3 of n_embd, rounded up to a multiple of 32).")
     dropout: float = _opt(0.0, "Dropout on attention and residual branches (0 for small models trained briefly).")
     tie_embeddings: bool = _opt(True, "Share the input embedding and the output layer.")
@@ -40,6 +43,9 @@ class GPTTrainConfig:
     sft: str | None = _opt(None, "Chat fine-tuning: a JSON file of conversations (ShareGPT or OpenAI "
                                  "messages form), or builtin for the embedded examples.")
     sft_val_fraction: float = _opt(0.1, "Share of the conversations held out for validation in SFT.")
+    sft_block_size: int = _opt(256, "Context length in tokens of chat fine-tuning (--sft) when longer than "
+                                    "block_size: a few chat turns need more than 64 tokens, and rotary "
+                                    "positions let a pretrained model take a longer context. 0: block_size.")
 
     def __post_init__(self) -> None:
         if min(self.n_layer, self.n_head, self.n_embd, self.block_size) < 1:
@@ -62,6 +68,16 @@ class GPTTrainConfig:
             raise ValueError("beta2 must be in (0, 1)")
         if not 0 < self.sft_val_fraction < 1:
             raise ValueError("sft_val_fraction must be in (0, 1)")
+        if self.sft_block_size < 0:
+            raise ValueError("sft_block_size must be >= 0 (0: block_size)")
+
+    @property
+    def context(self) -> int:
+        """The context length this run trains with: ``block_size``, or for chat fine-tuning
+        (``sft`` set) ``sft_block_size`` when that is longer."""
+        if self.sft and self.sft_block_size > self.block_size:
+            return self.sft_block_size
+        return self.block_size
 
     @property
     def hidden(self) -> int:
@@ -69,3 +85,42 @@ class GPTTrainConfig:
         if self.mlp_hidden:
             return self.mlp_hidden
         return -(-int(8 * self.n_embd / 3) // 32) * 32
+
+
+@dataclass
+class GPTSampleOptions:
+    """``gentool sample gpt`` flags (``--prompt``, ``--max-tokens``, ...)."""
+
+    prompt: str = _opt("", "Text the samples continue (empty: from the start of a text).")
+    max_tokens: int = _opt(500, "Tokens to generate per sample.")
+    temperature: float = _opt(0.8, "Softmax temperature (0: greedy).")
+    top_k: int | None = _opt(None, "Sample among the k likeliest tokens only (none: off).")
+    top_p: float | None = _opt(None, "Nucleus sampling: the smallest set of tokens with this much probability "
+                                     "(none: off).")
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"--temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"--top-k must be at least 1 (or none), got {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"--top-p must be in (0, 1] (or none), got {self.top_p}")
+
+
+@dataclass
+class GPTEvaluateOptions:
+    """``gentool evaluate gpt`` flags; they matter for chat models (runs fine-tuned with --sft)."""
+
+    max_tokens: int = _opt(200, "Chat models: longest answer generated per held-out conversation.")
+    temperature: float = _opt(0.0, "Chat models: sampling temperature of the answers (0: greedy).")
+    conversations: int = _opt(50, "Chat models: held-out conversations to answer.")
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"--temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if self.conversations < 1:
+            raise ValueError(f"--conversations must be at least 1, got {self.conversations}")

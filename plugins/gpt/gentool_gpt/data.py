@@ -1,4 +1,4 @@
-"""Text for ``gpt``: the embedded corpus, and token streams cut into training windows."""
+"""Text for ``gpt``: the embedded corpus, and fixed held-out windows of a token stream."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
-    from gentool.data import TextDataset
-
+    from gentool import TextDataset
 
 
 def resource_path(name: str) -> Path:
@@ -19,20 +18,9 @@ def resource_path(name: str) -> Path:
 
 def load_tales(split: str = "train", **_: Any) -> "TextDataset":
     """The embedded fables corpus; ``train`` is the first 90 %, ``test`` the last 10 % (as text files)."""
-    from gentool.data.text import load_text
+    from gentool import load_text
 
     return load_text(resource_path("tales.txt"), split, name="tales")
-
-
-def random_windows(stream: "torch.Tensor", batch_size: int, block_size: int,
-                   generator: "torch.Generator | None" = None) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """``batch_size`` random windows of the 1-D token ``stream``: inputs and next-token targets."""
-    import torch
-
-    starts = torch.randint(len(stream) - block_size - 1 + 1, (batch_size,), generator=generator)
-    offsets = torch.arange(block_size + 1)
-    chunk = stream[starts[:, None] + offsets[None, :]]
-    return chunk[:, :-1], chunk[:, 1:]
 
 
 def eval_windows(stream: "torch.Tensor", block_size: int, max_tokens: int = 0) -> tuple["torch.Tensor", "torch.Tensor"]:

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gentool.checkpoint import load_checkpoint, write_atomic
+from gentool import load_checkpoint, write_atomic
 
 from gentool_gpt.chat_template import JINJA_TEMPLATE
 

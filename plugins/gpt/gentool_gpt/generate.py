@@ -243,10 +243,6 @@ class IncrementalDecoder:
         """Whatever is still held back (an incomplete character at the very end), as decoded."""
         return self._release(final=True)
 
-    def text(self) -> str:
-        """The whole text of every id pushed so far."""
-        return self._decode(self.ids)
-
     def _release(self, final: bool) -> str:
         if self._read >= len(self.ids):
             return ""

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from gentool.errors import CheckpointError
+from gentool import CheckpointError
 
 if TYPE_CHECKING:
     import torch
-    from gentool.checkpoint import Checkpoint
+    from gentool import Checkpoint
 
     from gentool_gpt.model import GPT
     from gentool_gpt.tokenizer import Tokenizer
@@ -18,11 +18,12 @@ MODULE = "gpt"  # the module name of the network in checkpoints
 
 
 def model_config(cfg: Any, vocab_size: int) -> "Any":
-    """The network shape (:class:`GPTConfig`) for a run's options and a tokenizer's size."""
+    """The network shape (:class:`GPTConfig`) for a run's options and a tokenizer's size; its
+    context is the run's (:attr:`GPTTrainConfig.context`: longer for chat fine-tuning)."""
     from gentool_gpt.model import GPTConfig
 
     return GPTConfig(vocab_size=vocab_size, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd,
-                     block_size=cfg.block_size, mlp_hidden=cfg.hidden, rope_theta=cfg.rope_theta,
+                     block_size=cfg.context, mlp_hidden=cfg.hidden, rope_theta=cfg.rope_theta,
                      tie_embeddings=cfg.tie_embeddings, dropout=cfg.dropout)
 
 

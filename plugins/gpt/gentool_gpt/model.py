@@ -10,6 +10,10 @@ splits them back. The rotary embedding uses Llama's "rotate half" convention, so
 
 A :class:`KVCache` holds past keys and values for decoding: one forward over the prompt fills
 it (prefill), then each new token costs one forward of length 1.
+
+No weight depends on ``block_size``: positions are rotary (computed, not learned), so the same
+weights load into a model with a longer context. Chat fine-tuning uses that to grow a model
+pretrained on 64 tokens to 256 (``sft_block_size``).
 """
 
 from __future__ import annotations
@@ -59,12 +63,6 @@ class KVCache:
     def reset(self) -> None:
         """Forget every position (the buffers are reused)."""
         self.length = 0
-
-    def crop(self, n: int) -> None:
-        """Keep the first ``n`` positions only (e.g. to re-run from a shorter prefix)."""
-        if n < 0:
-            raise ValueError("crop length must be >= 0")
-        self.length = min(self.length, n)
 
 
 class RotaryEmbedding(nn.Module):
@@ -221,7 +219,7 @@ class GPT(nn.Module):
 
     @property
     def block_size(self) -> int:
-        """The context length the model was trained on."""
+        """The context length the model was trained on (what decoding keeps in view)."""
         return self.cfg.block_size
 
     def num_parameters(self) -> int:
@@ -254,8 +252,3 @@ class GPT(nn.Module):
         if cache is not None:
             cache.length = start + T
         return self.model.norm(x)
-
-    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of next-token prediction (targets of -100 are ignored)."""
-        logits = self(idx)
-        return F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)

@@ -3,24 +3,29 @@
 Both read random windows of a token stream; an "epoch" is ``iters_per_epoch`` steps, after which
 the harness runs :meth:`LMTask.validate` (loss on fixed held-out windows), saves ``last`` and keeps
 ``best`` by validation loss. AdamW (no decay on norms and embeddings), linear warmup then cosine
-decay per step, gradient clipping, autocast from ``--precision`` (bf16 is about twice as fast on
-CPUs with bf16 instructions), optional ``torch.compile``. After training, ``RUN/hf/`` receives a
-transformers-loadable export of the best weights.
+decay per step over the run's ``total_steps`` (set by the harness), gradient clipping, autocast
+from ``--precision`` (bf16 is about twice as fast on CPUs with bf16 instructions), optional
+``torch.compile``. After training, ``RUN/hf/`` receives a transformers-loadable export of the best
+weights.
+
+Chat fine-tuning trains on windows of ``GPTTrainConfig.context`` tokens (``sft_block_size``, 256 by
+default): longer than the pretraining's 64, which rotary positions allow (no weight depends on the
+context length).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Mapping, Optional
+from pathlib import Path
+from typing import Any, Iterator, Mapping
 
+import gentool
 import torch
 import torch.nn.functional as F
-from gentool.config import flag_value
-from gentool.errors import ConfigError, DataError
-from gentool.training import Task
+from gentool import ConfigError, DataError, Task
 
 from gentool_gpt.configs import GPTTrainConfig
-from gentool_gpt.data import eval_windows, random_windows
+from gentool_gpt.data import eval_windows
 from gentool_gpt.loading import MODULE, checkpoint_meta, model_config
 from gentool_gpt.model import GPT
 from gentool_gpt.tokenizer import Tokenizer
@@ -43,18 +48,16 @@ class LMTask(Task):
 
     def __init__(self, cfg: GPTTrainConfig, job: Any, tokenizer: Tokenizer,
                  train_stream: torch.Tensor, train_targets: torch.Tensor | None,
-                 val_x: torch.Tensor, val_y: torch.Tensor, kind: str):
+                 val_x: torch.Tensor, val_y: torch.Tensor, kind: str, base: Any = None):
         self.cfg, self.job, self.tokenizer, self.kind = cfg, job, tokenizer, kind
-        self.lr, self.epochs = job.options.lr, job.options.epochs
+        self.lr = job.options.lr
         self.precision = job.options.precision
         self.train_x, self.train_y = train_stream, train_targets
         self.val_x, self.val_y = val_x, val_y
         self.gpt_cfg = model_config(cfg, tokenizer.vocab_size)
         self.model = GPT(self.gpt_cfg)
-        if job.init_from is not None:
-            from gentool.checkpoint import load_checkpoint
-
-            load_checkpoint(job.init_from, model="gpt").load_into({MODULE: self.model})
+        if base is not None:  # fine-tuning: the base run's weights (none depends on the context length)
+            base.load_into({MODULE: self.model})
         self.grad_clip = cfg.grad_clip or None
         self.forward_model: Any = self.model
 
@@ -85,7 +88,7 @@ class LMTask(Task):
         return {"adamw": opt}
 
     def configure_schedulers(self, optimizers: Mapping[str, torch.optim.Optimizer]) -> dict[str, Any]:
-        total = max(1, self.epochs * self.cfg.iters_per_epoch)
+        total = max(1, self.total_steps)  # set by the harness before this is called
         warm, floor = self.cfg.warmup_iters, self.cfg.min_lr_ratio
 
         def factor(step: int) -> float:
@@ -100,7 +103,7 @@ class LMTask(Task):
         return self.cfg.iters_per_epoch
 
     def batches(self, epoch: int, batch_size: int, rank: int, world_size: int, seed: int) -> Iterator[Any]:
-        T = self.cfg.block_size
+        T = self.gpt_cfg.block_size
         offsets = torch.arange(T + 1)
         n = len(self.train_x) - T - 1
         for _ in range(self.cfg.iters_per_epoch):
@@ -119,10 +122,8 @@ class LMTask(Task):
         return {"loss": loss.detach()}
 
     def validate(self) -> dict[str, float]:
-        from gentool.devices import autocast
-
         total, count = 0.0, 0
-        with autocast(self.device, self.precision):
+        with gentool.autocast(self.device, self.precision):
             for i in range(0, len(self.val_x), EVAL_BATCH):
                 x = self.val_x[i:i + EVAL_BATCH].to(self.device)
                 y = self.val_y[i:i + EVAL_BATCH].to(self.device)
@@ -147,10 +148,15 @@ class LMTask(Task):
     def checkpoint_meta(self) -> dict[str, Any]:
         more: dict[str, Any] = {"kind": self.kind}
         if self.kind == "sft":
-            from pathlib import Path
-
-            more["sft_file"] = str(Path(self.cfg.sft or "").resolve())
+            more["sft_file"] = sft_source(self.cfg.sft)
         return checkpoint_meta(self.gpt_cfg, self.tokenizer, **more)
+
+
+def sft_source(sft: str | None) -> str:
+    """How a checkpoint names its conversations: ``builtin``, or the file's absolute path."""
+    if sft in (None, "", "builtin"):
+        return "builtin"
+    return str(Path(sft).expanduser().resolve())
 
 
 def start_ids(tokenizer: Tokenizer) -> list[int]:
@@ -162,32 +168,31 @@ def start_ids(tokenizer: Tokenizer) -> list[int]:
 # -- building a task from a job ---------------------------------------------------------------
 def _held_out_text(job: Any) -> str:
     """The test split of the training data (the last 10 % of a text file or of ``tales``)."""
-    from gentool.data import load_dataset
-
     ref = job.options.data
     try:
         if str(ref).strip().lower() == "tales":
             from gentool_gpt.data import load_tales
 
             return load_tales("test").text
-        return load_dataset(ref, split="test").text
+        return gentool.load_dataset(ref, split="test").text
     except (DataError, AttributeError):
         return ""
 
 
-def _tokenizer_for(cfg: GPTTrainConfig, job: Any, texts: list[str]) -> Tokenizer:
-    """The pretrained run's tokenizer when fine-tuning from one, else a new one trained on ``texts``."""
-    if job.init_from is not None:
-        from gentool.checkpoint import load_checkpoint
-
-        extra = load_checkpoint(job.init_from, model="gpt").extra
-        if "tokenizer" not in extra:
-            raise DataError(f"{job.init_from} carries no tokenizer")
-        return Tokenizer.from_json(extra["tokenizer"])
+def _tokenizer_for(cfg: GPTTrainConfig, base: Any, texts: list[str]) -> Tokenizer:
+    """The base run's tokenizer when fine-tuning from one, else a new one trained on ``texts``."""
+    if base is not None:
+        if "tokenizer" not in base.extra:
+            raise DataError(f"{base.path} carries no tokenizer")
+        return Tokenizer.from_json(base.extra["tokenizer"])
     if cfg.tokenizer == "char":
         return Tokenizer.train_char("".join(texts))
     chunks = [t[i:i + 100_000] for t in texts for i in range(0, len(t), 100_000)]
     return Tokenizer.train_bpe(chunks, cfg.vocab_size)
+
+
+def _chars(n: int) -> str:
+    return f"{n} character" + ("" if n == 1 else "s")
 
 
 def _long(ids: list[int]) -> torch.Tensor:
@@ -201,7 +206,7 @@ def pretrain_task(cfg: GPTTrainConfig, job: Any) -> LMTask:
     if len(held_out) < 10 * cfg.block_size:  # no usable test split: hold out the end of the training text
         cut = int(len(text) * 0.9)
         text, held_out = text[:cut], text[cut:]
-    tok = _tokenizer_for(cfg, job, [text])
+    tok = _tokenizer_for(cfg, None, [text])
     stream = _long(tok.encode(text))
     val = _long(tok.encode(held_out))
     if len(stream) < cfg.block_size + 2 or len(val) < cfg.block_size + 2:
@@ -212,75 +217,71 @@ def pretrain_task(cfg: GPTTrainConfig, job: Any) -> LMTask:
 
 
 def sft_task(cfg: GPTTrainConfig, job: Any) -> LMTask:
-    """Chat fine-tuning on ``cfg.sft``: the loss only on the assistant's turns."""
-    from gentool_gpt.sft import load_conversations, pack, split_conversations
+    """Chat fine-tuning on ``cfg.sft``: the loss only on the assistant's turns, in windows of
+    ``cfg.context`` tokens (longer than the base run's context by default)."""
+    from gentool_gpt.sft import load_conversations, pack, pad_to, split_conversations, windows
 
     convs = load_conversations(cfg.sft)
     train_c, val_c = split_conversations(convs, cfg.sft_val_fraction)
-    tok = _tokenizer_for(cfg, job, [m["content"] for c in convs for m in c])
+    base = gentool.load_checkpoint(job.init_from, model="gpt") if job.init_from is not None else None
+    tok = _tokenizer_for(cfg, base, [m["content"] for c in convs for m in c])
     before = tok.unknown_count
     train_ids, train_labels = pack(tok, train_c)
     val_ids, val_labels = pack(tok, val_c)
-    if tok.unknown_count > before and not job.quiet:
-        print(f"note: {tok.unknown_count - before} characters of {cfg.sft} are not in the pretrained "
-              "character vocabulary; they are read as <|unk|>")
-    T = cfg.block_size
-    if len(train_ids) < T + 2 or len(val_ids) < T + 2:
-        raise DataError(f"{cfg.sft} holds too little conversation text for a context of {T} tokens")
-    n = (len(val_ids) - 1) // T
-    if cfg.eval_tokens:
-        n = max(1, min(n, cfg.eval_tokens // T))
-    val_x = _long(val_ids[: n * T]).view(n, T)
-    val_y = _long(val_labels[1: n * T + 1]).view(n, T)
-    return LMTask(cfg, job, tok, _long(train_ids), _long(train_labels), val_x, val_y, kind="sft")
+    if tok.unknown_count > before:
+        gentool.warn(f"{_chars(tok.unknown_count - before)} of {cfg.sft} not in the pretrained character "
+                     "vocabulary are read as <|unk|>")
+    T = cfg.context
+    if base is not None:
+        was = int(base.extra.get("gpt_config", {}).get("block_size", T))
+        if was != T:
+            gentool.say(f"gpt: context {was} -> {T} tokens for chat fine-tuning (sft_block_size)")
+    train_ids, train_labels = pad_to(train_ids, train_labels, T + 2, tok.pad_id)
+    val_x, val_y = windows(val_ids, val_labels, T, tok.pad_id, cfg.eval_tokens)
+    return LMTask(cfg, job, tok, _long(train_ids), _long(train_labels), val_x, val_y, kind="sft", base=base)
 
 
 def train(job: Any) -> Any:
     """The ``gentool_train`` hook for ``gpt``: pretraining, or SFT when ``--sft`` is given."""
     cfg: GPTTrainConfig = job.config
     if job.init_from is not None and not cfg.sft:
-        raise ConfigError("fine-tuning from a run needs --sft FILE")
+        raise ConfigError("fine-tuning from a run (--resume RUN with a fine-tune option) needs --sft FILE")
     task = sft_task(cfg, job) if cfg.sft else pretrain_task(cfg, job)
-    if not job.quiet:
-        print(f"gpt: {task.model.num_parameters():,} parameters, {task.tokenizer.kind} tokenizer of "
-              f"{task.tokenizer.vocab_size} tokens, {len(task.train_x):,} training tokens, "
-              f"{task.val_x.numel():,} held-out tokens" + (" (SFT)" if task.kind == "sft" else ""))
-    result = job.fit(task)
-    from gentool.distributed import launched_world
-
+    gentool.say(f"gpt: {task.model.num_parameters():,} parameters, {task.tokenizer.kind} tokenizer of "
+                f"{task.tokenizer.vocab_size} tokens, context {task.gpt_cfg.block_size}, "
+                f"{len(task.train_x):,} training tokens, {task.val_x.numel():,} held-out tokens"
+                + (" (SFT)" if task.kind == "sft" else ""))
+    result = gentool.fit(task, job)
     from gentool_gpt.export import export_run
 
-    if not launched_world().is_main:  # under torchrun, one process writes the export
+    if not gentool.launched_world().is_main:  # under torchrun, one process writes the export
         return result
     try:
         folder = export_run(job.run.dir, result.best or result.last)
-        if folder is not None and not job.quiet:
-            print(f"transformers export: {folder}")
+        if folder is not None:
+            gentool.say(f"transformers export: {folder}")
     except Exception as exc:  # the export is a convenience: never lose a finished run over it
-        print(f"note: transformers export skipped: {exc}")
+        gentool.warn(f"transformers export skipped: {exc}")
     return result
 
 
 def sample(job: Any) -> Any:
-    """The ``gentool_sample`` hook: ``n`` texts continuing ``--prompt``."""
-    from gentool.api import SampleResult
-
+    """The ``gentool_sample`` hook: ``n`` texts continuing ``--prompt`` (``job.options`` is a
+    :class:`~gentool_gpt.configs.GPTSampleOptions`, checked by the core)."""
     from gentool_gpt.generate import generate
     from gentool_gpt.loading import load_gpt
 
-    opts = dict(job.options)
-    prompt = flag_value(opts, "prompt", str, "")
-    max_tokens = flag_value(opts, "max_tokens", int, 500, minimum=1)
-    temperature = flag_value(opts, "temperature", float, 0.8, minimum=0)
-    top_k = flag_value(opts, "top_k", Optional[int], None, minimum=1)
-    top_p = flag_value(opts, "top_p", Optional[float], None)
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ConfigError(f"--top-p must be in (0, 1] (or none), got {top_p}")
+    opts = job.options
     model, tok = load_gpt(job.checkpoint, job.device)
-    ids = tok.encode(prompt) if prompt else start_ids(tok)
+    ids = tok.encode(opts.prompt) if opts.prompt else start_ids(tok)
+    if tok.unknown_count:
+        gentool.warn(f"{_chars(tok.unknown_count)} of --prompt not in the model's vocabulary are read as <|unk|>")
+    if len(ids) > model.block_size:
+        gentool.warn(f"--prompt is {len(ids)} tokens, longer than the model's context of {model.block_size}: "
+                     f"the model sees only its last {model.block_size} tokens")
     texts = []
     for _ in range(job.n):
-        out = list(generate(model, ids, max_new_tokens=max_tokens, temperature=temperature, top_k=top_k,
-                            top_p=top_p, generator=job.generator, stop_ids={tok.eot_id}))
-        texts.append((prompt if prompt else "") + tok.decode(out))
-    return SampleResult(texts=texts)
+        out = list(generate(model, ids, max_new_tokens=opts.max_tokens, temperature=opts.temperature,
+                            top_k=opts.top_k, top_p=opts.top_p, generator=job.generator, stop_ids={tok.eot_id}))
+        texts.append(opts.prompt + tok.decode(out))
+    return gentool.SampleResult(texts=texts)

@@ -121,16 +121,6 @@ class Tokenizer:
         itos = self.itos
         return "".join(itos[i] if 0 <= i < len(itos) else "" for i in ids)
 
-    def token_bytes(self, i: int) -> bytes:
-        """The raw bytes of one token (byte-level BPE may split a character across tokens)."""
-        if self.kind == "char":
-            return self.itos[i].encode("utf-8")
-        if i in self.special_ids:
-            return self._bpe.id_to_token(i).encode("utf-8")
-        piece = self._bpe.id_to_token(i) or ""
-        table = _byte_decoder()
-        return bytes(table[c] for c in piece if c in table)
-
     # -- storage ----------------------------------------------------------------------------
     def to_json(self) -> str:
         """A JSON string that :meth:`from_json` turns back into this tokenizer."""
@@ -167,21 +157,3 @@ class Tokenizer:
     def __repr__(self) -> str:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size})"
 
-
-_BYTE_DECODER: dict[str, int] | None = None
-
-
-def _byte_decoder() -> dict[str, int]:
-    """The byte-level BPE alphabet: printable character -> byte (GPT-2's reversible mapping)."""
-    global _BYTE_DECODER
-    if _BYTE_DECODER is None:
-        keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-        chars = keep[:]
-        n = 0
-        for b in range(256):
-            if b not in keep:
-                keep.append(b)
-                chars.append(256 + n)
-                n += 1
-        _BYTE_DECODER = {chr(c): b for b, c in zip(keep, chars)}
-    return _BYTE_DECODER

@@ -90,6 +90,19 @@ def test_transformers_backend_matches_transformers_generate(llama_dir):
     assert backend.count_tokens(MESSAGES) > 5 and backend.context_length == 128
 
 
+def test_transformers_backend_cuts_an_overlong_conversation_and_says_how_much(llama_dir):
+    backend = open_backend(str(llama_dir), "cpu")
+    msgs = [{"role": "user", "content": "hello world, how are you today? " * 30}]
+    total = backend.count_tokens(msgs)
+    assert total > backend.context_length == 128
+    answer = "".join(backend.chat_stream(msgs, Settings(temperature=0.0, max_tokens=20)))
+    assert backend.cut_tokens == total - 127  # the newest 127 tokens, room for one answer token
+    assert backend.last_tokens <= 1 and isinstance(answer, str)  # one token of room, then the context is full
+    assert backend.stop_reason in ("context full", "end of turn")
+    list(backend.chat_stream(MESSAGES, Settings(temperature=0.0, max_tokens=2)))  # a fitting one: nothing cut
+    assert backend.cut_tokens == 0
+
+
 def test_hub_id_through_the_cli_from_the_local_cache_offline(llama_dir, tmp_path):
     """`gentool chat --model owner/name`: resolved from a Hugging Face cache folder, nothing fetched."""
     import shutil

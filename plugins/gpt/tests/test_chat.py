@@ -47,14 +47,16 @@ def chat_run(tmp_path_factory) -> tuple[Path, dict]:
     env = _env(root)
     proc = gentool("train", "gpt", "--name", "tiny", "--epochs", "1", "--lr", "1e-2", "--set", "sft=conv.json",
                    "--set", "n_layer=1", "--set", "n_head=2", "--set", "n_embd=32", "--set", "block_size=48",
-                   "--set", "iters_per_epoch=60", "--set", "warmup_iters=5", "-q", env=env, cwd=root)
+                   "--set", "sft_block_size=0", "--set", "iters_per_epoch=60", "--set", "warmup_iters=5", "-q", env=env, cwd=root)
     assert proc.returncode == 0, proc.stderr
     return root, env
 
 
-@pytest.fixture(scope="module")
-def endless_checkpoint(tmp_path_factory) -> Path:
-    """A gpt checkpoint whose special tokens (<|eot|> ...) get very low logits: answers never end."""
+def write_endless(path: Path, block_size: int) -> Path:
+    """A gpt checkpoint whose special tokens (<|eot|> ...) get very low logits: answers never end
+    (until the context of ``block_size`` tokens is full)."""
+    from dataclasses import asdict
+
     from gentool.checkpoint import save_checkpoint
 
     from gentool_gpt.configs import GPTTrainConfig
@@ -62,9 +64,8 @@ def endless_checkpoint(tmp_path_factory) -> Path:
     from gentool_gpt.model import GPT
     from gentool_gpt.tokenizer import Tokenizer
 
-    root = tmp_path_factory.mktemp("endless")
     tok = Tokenizer.train_char("abcdefgh ijklmnop\n")
-    cfg = GPTTrainConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, tie_embeddings=False)
+    cfg = GPTTrainConfig(n_layer=1, n_head=2, n_embd=32, block_size=block_size, tie_embeddings=False)
     gcfg = model_config(cfg, tok.vocab_size)
     torch.manual_seed(0)
     model = GPT(gcfg)
@@ -79,12 +80,21 @@ def endless_checkpoint(tmp_path_factory) -> Path:
         head = model.lm_head.weight
         head.copy_(0.05 * e + 0.02 * torch.randn_like(head))
         head[sorted(tok.special_ids)] = -0.5 * e
-    path = root / "endless.safetensors"
-    from dataclasses import asdict
-
     save_checkpoint(path, {"gpt": model}, {"model": "gpt", "plugin": "gpt", "config": asdict(cfg),
                                            "extra": checkpoint_meta(gcfg, tok, kind="pretrain")})
     return path
+
+
+@pytest.fixture(scope="module")
+def endless_checkpoint(tmp_path_factory) -> Path:
+    """Never-ending answers, with a context long enough that Ctrl-C comes before it is full."""
+    return write_endless(tmp_path_factory.mktemp("endless") / "endless.safetensors", 1 << 16)
+
+
+@pytest.fixture(scope="module")
+def short_endless_checkpoint(tmp_path_factory) -> Path:
+    """Never-ending answers in a context of 32 tokens."""
+    return write_endless(tmp_path_factory.mktemp("short") / "short.safetensors", 32)
 
 
 # -- non-interactive --------------------------------------------------------------------------
@@ -295,6 +305,39 @@ def test_context_overflow_drops_oldest_turns_and_keeps_the_system_prompt(session
     assert session.history[0]["role"] == "user"
 
 
+def test_a_message_longer_than_the_context_is_cut_and_said(short_endless_checkpoint):
+    """What dropping old turns cannot help (the newest message alone overflows): the backend keeps
+    its end, says how many tokens went, and the session tells the user."""
+    from gentool_gpt.backends import Settings, open_backend
+    from gentool_gpt.chat import ChatSession
+
+    backend = open_backend(str(short_endless_checkpoint), "cpu")
+    assert backend.context_length == 32
+    out = io.StringIO()
+    session = ChatSession(backend, Settings(temperature=1.0, max_tokens=4, seed=0), out=out)
+    session.answer("abcdefgh " * 6)
+    rendered = backend.count_tokens(session.messages[:-1])
+    assert rendered > 32 and backend.cut_tokens == rendered - 31  # room for one answer token
+    assert "longer than the model's context (32 tokens)" in out.getvalue()
+    assert f"{backend.cut_tokens} tokens of the conversation left out" in out.getvalue()
+
+
+def test_an_answer_that_fills_the_context_stops_there_and_says_so(short_endless_checkpoint):
+    """Our backend, like the transformers one, stops an answer when the context is full instead
+    of sliding past the start of the conversation; the note says why it ended."""
+    from gentool_gpt.backends import Settings, open_backend
+    from gentool_gpt.chat import ChatSession
+
+    backend = open_backend(str(short_endless_checkpoint), "cpu")
+    out = io.StringIO()
+    session = ChatSession(backend, Settings(temperature=1.0, max_tokens=1000, seed=0), out=out)
+    session.answer("ab")
+    prompt = backend.count_tokens(session.messages[:-1])
+    assert backend.stop_reason == "context full" and backend.cut_tokens == 0
+    assert backend.last_tokens == 32 - prompt
+    assert "context of 32 tokens is full" in out.getvalue() and "max_tokens" not in out.getvalue()
+
+
 def test_set_validates_and_changes_settings(session):
     session.command("/set top_k 5")
     session.command("/set top_p none")
@@ -321,7 +364,7 @@ def test_read_message_forms():
 
 
 def test_load_refuses_bad_files(tmp_path):
-    from gentool_gpt.chat import read_conversation
+    from gentool_gpt.conversations import read_conversation
 
     bad = tmp_path / "bad.json"
     bad.write_text('{"messages": [{"role": "wizard", "content": "x"}]}')

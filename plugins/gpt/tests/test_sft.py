@@ -28,6 +28,42 @@ def test_both_json_forms_parse_to_the_same_messages(tmp_path):
     assert len(load_conversations("builtin")) > 100  # the embedded example set
 
 
+@pytest.mark.parametrize("form", ["sharegpt", "openai", "jsonl", "bare"])
+def test_chat_and_sft_read_a_file_to_the_same_turns(tmp_path, form):
+    """One parser, one role table: `gentool chat`'s /load and SFT's loader give the same turns for
+    every role name either used to know (sft lacked bot/model, chat lacked bard/bing)."""
+    from gentool_gpt import chat, sft
+    from gentool_gpt.conversations import ROLES, read_conversation
+
+    roles = [("system", "system"), ("human", "user"), ("gpt", "assistant"), ("user", "user"),
+             ("bot", "assistant"), ("USER", "user"), ("model", "assistant"), ("human", "user"),
+             ("bard", "assistant"), ("user", "user"), ("bing", "assistant")]
+    if form == "sharegpt":
+        doc = [{"id": "x", "conversations": [{"from": r, "value": f"turn {i}"} for i, (r, _) in enumerate(roles)]}]
+    else:
+        doc = [{"messages": [{"role": r, "content": f"turn {i}"} for i, (r, _) in enumerate(roles)]}]
+    path = tmp_path / "c.json"
+    if form == "jsonl":
+        path.write_text("\n".join(json.dumps(d) for d in doc * 2))
+    elif form == "bare":
+        path.write_text(json.dumps(doc[0]["messages"]))
+    else:
+        path.write_text(json.dumps(doc))
+    want = [{"role": norm, "content": f"turn {i}"} for i, (_, norm) in enumerate(roles)]
+    assert read_conversation(path) == want  # what /load continues
+    if form != "bare":
+        assert load_conversations(path)[0] == want  # what SFT trains on
+    assert sft.load_conversations is load_conversations and not hasattr(sft, "SHAREGPT_ROLES")
+    assert not hasattr(chat, "read_conversation")  # chat imports the one parser when it needs it
+    assert {ROLES[r.lower()] for r, _ in roles} == {"system", "user", "assistant"}
+
+
+def test_openai_content_parts_are_joined(tmp_path):
+    doc = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a "}, {"type": "text", "text": "b"}]},
+                        {"role": "assistant", "content": "c"}]}
+    assert parse_conversations(doc) == [[{"role": "user", "content": "a b"}, {"role": "assistant", "content": "c"}]]
+
+
 @pytest.mark.parametrize("doc, words", [
     ([{"text": "hello"}], "'conversations' (ShareGPT) or 'messages'"),
     ([{"conversations": [{"from": "robot", "value": "x"}]}], "unknown role"),
@@ -89,7 +125,7 @@ def test_finetune_a_pretrained_run_with_sft(env, tmp_path, sharegpt):
 def test_sft_model_answers_in_turn_format_and_stops(env, tmp_path, sharegpt):
     """SFT from scratch on the ShareGPT file: the model learns to answer and to close its turn."""
     res = gentool("train", "gpt", "--sft", str(sharegpt), "--epochs", "4", "--set", "iters_per_epoch=150",
-                  "--set", "block_size=128", "--batch-size", "16", "--precision", "bf16", "-q", env=env)
+                  "--set", "sft_block_size=128", "--batch-size", "16", "--precision", "bf16", "-q", env=env)
     assert res.returncode == 0, res.stderr
     res = gentool("evaluate", "gpt", "--json", "--conversations", "20", env=env)
     out = json.loads(res.stdout)["metrics"]
@@ -111,7 +147,8 @@ def test_sft_training_and_validation_batches_target_only_assistant_tokens(tmp_pa
                            {"role": "assistant", "content": "done."}]} for i in range(40)]
     path = tmp_path / "c.json"
     path.write_text(json.dumps(convs))
-    cfg = GPTTrainConfig(n_layer=1, n_head=2, n_embd=16, block_size=24, iters_per_epoch=5, sft=str(path))
+    cfg = GPTTrainConfig(n_layer=1, n_head=2, n_embd=16, block_size=24, iters_per_epoch=5, sft=str(path),
+                         sft_block_size=0)
     job = SimpleNamespace(config=cfg, init_from=None, quiet=True,
                           options=SimpleNamespace(lr=1e-3, epochs=1, precision="fp32", data="tales"))
     task = sft_task(cfg, job)

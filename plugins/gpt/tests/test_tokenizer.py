@@ -26,13 +26,12 @@ def test_char_unknown_characters_map_to_unk_and_are_counted():
     assert tok.decode(ids, skip_special=True) == "ab c"
 
 
-def test_bpe_round_trip_json_and_bytes():
+def test_bpe_round_trip_json_and_unseen_bytes():
     tok = Tokenizer.train_bpe([TEXT], vocab_size=320)
     ids = tok.encode(TEXT)
     assert tok.decode(ids) == TEXT and len(ids) < len(TEXT.encode()) and tok.vocab_size <= 320
     back = Tokenizer.from_json(tok.to_json())
     assert back.encode(TEXT) == ids
-    assert b"".join(tok.token_bytes(i) for i in ids) == TEXT.encode("utf-8")
     unseen = "日本語 emoji 🦊"  # bytes never seen in training still encode
     assert tok.decode(tok.encode(unseen)) == unseen
 

@@ -16,15 +16,14 @@ def epochs_of(run) -> list[dict]:
     return [r for r in recs if r["type"] == "epoch"]
 
 
-def test_hooks_answer_only_for_gpt():
+def test_registration_of_the_model_and_the_corpus():
     from gentool_gpt import plugin
 
-    for hook in (plugin.gentool_train, plugin.gentool_sample, plugin.gentool_evaluate):
-        assert hook("rbm", job=None) is None and hook("vae", job=None) is None
     specs, sets = [], []
     plugin.gentool_register_models(specs.append)
     plugin.gentool_register_datasets(sets.append)
     assert [s.name for s in specs] == ["gpt"] and specs[0].modality == "text" and "sft" in specs[0].finetune_options
+    assert "sft_block_size" in specs[0].finetune_options
     assert [d.name for d in sets] == ["tales"] and sets[0].kind == "text"
     assert len(sets[0].loader(split="train").text) > 200_000  # the embedded corpus, no download
 
