@@ -502,6 +502,21 @@ def _first_difference(spec: "ModelSpec", saved: Mapping[str, Any], asked: Mappin
     return None
 
 
+def canonical_data(ref: str | None, reg: Any) -> str | None:
+    """``--data`` as a run records it: a data set's name as given, a path made absolute, so that
+    evaluating, resuming and fine-tuning find the data from any working folder."""
+    if ref is None:
+        return None
+    from gentool.data.names import BUILTIN_DATASET_NAMES
+
+    key = str(ref).strip().lower().replace("_", "-")
+    names = set(BUILTIN_DATASET_NAMES) | {str(n).lower().replace("_", "-") for n in reg.datasets}
+    if key in names:
+        return str(ref)
+    path = Path(ref).expanduser()
+    return str(path.resolve()) if path.exists() else str(ref)
+
+
 def _remove_if_empty(folder: Path) -> None:
     """Remove a new run's folder when training failed before it held anything but its config."""
     if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"config.toml"}:
@@ -568,6 +583,8 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
     world = launched_world()
     asked_model = {**model_doc, **sets}
     asked = {**train_doc, **flags}
+    if asked.get("data") is not None:
+        asked["data"] = canonical_data(str(asked["data"]), reg)
 
     def options_of(values: Mapping[str, Any]) -> Any:
         return build_config(TrainOptions, values, where="train", flags=True)
@@ -604,13 +621,16 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
         saved = {k: v for k, v in ckpt.meta.get("train", {}).items() if k in train_option_names()}
         saved.pop("device", None)
         parsed = options_of({**saved, **asked})
+        saved_data = canonical_data(saved.get("data"), reg)  # runs before 0.2 kept paths as given
         for key in _FIXED_ON_RESUME:
-            if key in asked and getattr(parsed, key) != saved.get(key):
+            was = saved_data if key == "data" else saved.get(key)
+            if key in asked and getattr(parsed, key) != was:
                 why = ("its optimizer and learning-rate schedule were built with it" if key == "lr"
                        else "the saved position in the data depends on it")
                 raise ConfigError(f"--{key.replace('_', '-')} cannot change when resuming (the run used "
                                   f"{saved.get(key)}; {why}); start a new run instead")
         opts = parsed
+        opts.data = saved_data if "data" not in asked else opts.data
         cfg = config_from_dict(spec.config, ckpt.config)
         resume_path = run.last
         base = ckpt.meta.get("finetuned_from")  # a resumed fine-tuning run still knows its base

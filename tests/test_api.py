@@ -530,3 +530,22 @@ def test_a_plugin_samples_another_plugins_checkpoint_through_the_api(gentool_env
     mine = np.asarray(Image.open(gentool_env.dir / "c" / "000000.png"), dtype=np.int16)
     theirs = np.asarray(Image.open(gentool_env.dir / "t" / "000000.png"), dtype=np.int16)
     assert np.abs(mine + theirs - 255).max() <= 1  # the consumer's image is the toy's, inverted
+
+
+def test_a_relative_data_path_is_recorded_absolute(toy_env, workdir):
+    """So evaluate, resume and fine-tuning find the data from any working folder."""
+    from PIL import Image
+
+    (workdir / "imgs" / "a").mkdir(parents=True)
+    for i in range(70):
+        Image.new("L", (8, 8), color=3 * i).save(workdir / "imgs" / "a" / f"{i}.png")
+    run_gentool("train", "toy", "--data", "imgs", "--epochs", "1", "-q", env=toy_env, cwd=workdir, check=True)
+    ckpt = gentool.load_checkpoint(workdir / "runs/toy/run1/last.safetensors")
+    assert ckpt.meta["train"]["data"] == str(workdir / "imgs") == ckpt.data["name"]
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    res = run_gentool("evaluate", "toy", "--json", "-n", "8", env=toy_env, cwd=elsewhere)
+    assert res.returncode == 0 and json.loads(res.stdout)["metrics"]["n_data"] == 70, res.stderr
+    res = run_gentool("train", "toy", "--resume", "run1", "--data", "imgs", "--epochs", "2", "-q", env=toy_env,
+                      cwd=workdir)  # the same folder, named relatively: accepted
+    assert res.returncode == 0, res.stderr
