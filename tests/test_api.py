@@ -512,7 +512,7 @@ def test_a_plugin_samples_another_plugins_checkpoint_through_the_api(gentool_env
 
     gentool_env.add_plugin("consumerplug", CONSUMER)
     gentool_env.env["PYTHONPATH"] = os.pathsep.join([str(TOY_DIR), gentool_env.env["PYTHONPATH"]])
-    from conftest import make_dist
+    from gentool.testing import make_dist
 
     make_dist(gentool_env.dir / "plugins_site", "gentool-toy", {"toy": "gentool_toy"})
     gentool_env.env["GENTOOL_PLUGINS"] = "consumerplug,toy"

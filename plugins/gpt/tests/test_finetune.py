@@ -44,8 +44,9 @@ def test_finetuned_run_records_its_base_and_evaluates_on_the_base_data_and_its_c
     base = load_checkpoint(tmp_path / "runs/gpt/run1/last.safetensors")
     sft = load_checkpoint(tmp_path / "runs/gpt/run2/last.safetensors")
     origin = sft.meta["finetuned_from"]
-    assert origin["data"] == "corpus.txt" and origin["run"].endswith("run1") and origin["step"] == base.step
-    assert sft.data["name"] == "corpus.txt"  # not the default data (tales)
+    # a data path is recorded absolute (found from any folder)
+    assert origin["data"] == str(tmp_path / "corpus.txt") and origin["run"].endswith("run1") and origin["step"] == base.step
+    assert sft.data["name"] == str(tmp_path / "corpus.txt")  # not the default data (tales)
     assert sft.extra["kind"] == "sft" and sft.extra["sft_file"] == "builtin"
     assert sft.extra["tokenizer"] == base.extra["tokenizer"]
     # the context grew at fine-tuning time: 32 tokens pretrained, 256 for chat (sft_block_size)
@@ -54,8 +55,9 @@ def test_finetuned_run_records_its_base_and_evaluates_on_the_base_data_and_its_c
     pre = evaluate(env, "--checkpoint", "run1")
     chat = evaluate(env, "--checkpoint", "run2", "--conversations", "3", "--max-tokens", "20")
     s, m = chat["settings"], chat["metrics"]
-    assert chat["data"] == "corpus.txt" and s["text_data"].startswith("corpus.txt")
-    assert s["base_data"] == "corpus.txt" and s["base_run"].endswith("run1") and s["base_step"] == str(base.step)
+    corpus = str(tmp_path / "corpus.txt")
+    assert chat["data"] == corpus and s["text_data"].startswith(corpus)
+    assert s["base_data"] == corpus and s["base_run"].endswith("run1") and s["base_step"] == str(base.step)
     assert s["sft_file"] == "builtin" and s["kind"].startswith("chat") and s["context"] == "256 tokens"
     assert s["text_windows"] == "32 tokens"  # the pretraining context: comparable with the base's figures
     # both groups of numbers: the base's held-out text (the same windows as the base run's) and the chat
