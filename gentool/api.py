@@ -83,8 +83,11 @@ class TrainOptions:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("lr", "save_every", "log_every", "sample_count"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not value >= 0 or value == float("inf"):  # refuses nan too
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must lie in 0 .. 2**63-1, got {self.seed}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
         if self.image_size is not None and self.image_size < 4:

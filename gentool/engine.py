@@ -123,6 +123,13 @@ class Samples:
         ``--data out`` and any ImageFolder reader load back with the labels.
         """
         out = Path(out)
+        try:
+            return self._save(out, as_dataset)
+        except OSError as exc:  # a file where a folder should be, a read-only place, /proc, a full disk
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            raise GentoolError(f"cannot write samples to {out}: {exc.strerror or exc}{where}") from None
+
+    def _save(self, out: Path, as_dataset: bool) -> str:
         out.mkdir(parents=True, exist_ok=True)
         if self.images is not None:
             from gentool.images import save_grid, save_images
@@ -459,10 +466,14 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"--config {path} is a folder: name a TOML file")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot parse {path}: {exc}") from None
 
@@ -471,6 +482,10 @@ def split_config_doc(doc: Mapping[str, Any], spec: "ModelSpec") -> tuple[dict[st
     """``[train]`` and ``[model]`` tables of a config document; top-level keys go to whichever knows them."""
     from gentool.config import unknown_key_error
 
+    for table in ("train", "model"):
+        if table in doc and not isinstance(doc[table], Mapping):
+            raise ConfigError(f"[{table}] must be a table of options (e.g. [{table}] then key = value lines), "
+                              f"not {type(doc[table]).__name__} {doc[table]!r}")
     train = dict(doc.get("train", {}))
     model = dict(doc.get("model", {}))
     option_names = train_option_names()
@@ -519,7 +534,7 @@ def canonical_data(ref: str | None, reg: Any) -> str | None:
 
 def _remove_if_empty(folder: Path) -> None:
     """Remove a new run's folder when training failed before it held anything but its config."""
-    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"config.toml"}:
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"config.toml", ".lock"}:
         import shutil
 
         shutil.rmtree(folder, ignore_errors=True)
@@ -663,7 +678,8 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
         if init_from is not None:
             say(f"fine-tuning from {init_from} into a new run: {run.dir}")
         try:
-            result = reg.call("gentool_train", spec, job=job)
+            with run.lock() if world.is_main else contextlib.nullcontext():
+                result = reg.call("gentool_train", spec, job=job)
         except BaseException:
             if fresh and world.is_main:
                 _remove_if_empty(run.dir)

@@ -20,6 +20,10 @@ samples offline too (``HF_HUB_OFFLINE=1``).
 Offline stand-in: when ``$GENTOOL_HUB_DIR`` is set, that folder plays the hub. A push writes
 ``$GENTOOL_HUB_DIR/<owner>/<name>/`` and a pull copies from it into gentool's cache: the whole
 path, without a network, for tests and air-gapped machines.
+
+A pull never follows a symbolic link out of the repository (or, through huggingface_hub, out of
+the snapshot and its blob cache): such a link is refused with one line naming it, and nothing of
+that pull stays in the cache.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -45,6 +50,12 @@ ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.md", "*.png"]
 
 _PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 _EPOCH_PNG = re.compile(r"^epoch_(\d+)\.png$")
+
+
+class UnsafeLinkError(CheckpointError):
+    """A pulled repository holds a symbolic link that points out of it: refused, never followed."""
+
+
 _INSTALL_HINT = "huggingface_hub is not installed: pip install huggingface_hub (the hub extra of gentool)"
 
 
@@ -338,7 +349,13 @@ def pull(repo_id: str) -> Path:
             raise GentoolError(f"no repository {repo} in the local hub {local} (${HUB_DIR_ENV} is set)")
         from gentool.paths import cache_dir
 
-        folder = _install_folder(src, cache_dir() / "hub" / owner / name, patterns=ALLOW_PATTERNS)
+        cached = cache_dir() / "hub" / owner / name
+        try:
+            folder = _install_folder(src, cached, patterns=ALLOW_PATTERNS)
+        except UnsafeLinkError:
+            # an earlier pull (by a gentool that followed links) may hold the link target's bytes
+            shutil.rmtree(cached, ignore_errors=True)
+            raise
     else:
         try:
             from huggingface_hub import snapshot_download
@@ -351,6 +368,7 @@ def pull(repo_id: str) -> Path:
                                             library_version=gentool.__version__))
         except Exception as exc:
             raise _hub_error(exc, repo, pushing=False) from None
+        _check_snapshot(folder, repo)
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"hub repository {repo} holds no {WEIGHTS}: it is not a gentool model")
@@ -361,17 +379,72 @@ def pull(repo_id: str) -> Path:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def _dir_mode() -> int:
+    """What ``mkdir`` gives a folder under the current umask (``mkdtemp``'s 0700 would hide it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o777 & ~mask
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def _link_target(link: Path) -> Path | None:
+    """Where symbolic link ``link`` finally leads (resolved), or None for a dangling or looping link."""
+    try:
+        return link.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing target, or a loop (RuntimeError before Python 3.13)
+        return None
+
+
+def _copy_regular(src: Path, dest: Path) -> None:
+    """Copy regular file ``src`` to new file ``dest`` without following a link put in its place."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(src, flags)
+    except OSError as exc:
+        raise UnsafeLinkError(f"cannot read {src} from the repository: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as fin:
+        if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
+            raise UnsafeLinkError(f"{src} in the repository is not a regular file: refused")
+        with open(dest, "xb") as fout:  # open() honours the umask, like gentool.io.write_atomic
+            shutil.copyfileobj(fin, fout)
+
+
 def _install_folder(src: Path, dest: Path, patterns: list[str] | None = None) -> Path:
-    """Copy folder ``src`` to ``dest``, replacing it: copy beside it, then rename into place."""
+    """Copy folder ``src`` to ``dest``, replacing it: copy beside it, then rename into place.
+
+    Files only (no subfolders). A symbolic link is copied as the file it points to only when that
+    file lies inside ``src``; a link out of it (``config.json -> /etc/shadow``), a dangling or a
+    looping link is refused with an :class:`UnsafeLinkError` naming it, and nothing is installed.
+    The new folder gets the umask's permissions, as files do.
+    """
     import fnmatch
 
+    root = src.resolve()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     old = None
     try:
-        for p in src.iterdir():
-            if p.is_file() and (patterns is None or any(fnmatch.fnmatch(p.name, pat) for pat in patterns)):
-                shutil.copyfile(p, tmp / p.name)
+        os.chmod(tmp, _dir_mode())
+        for p in sorted(src.iterdir()):
+            if patterns is not None and not any(fnmatch.fnmatch(p.name, pat) for pat in patterns):
+                continue
+            origin = p
+            if p.is_symlink():
+                target = _link_target(p)
+                if target is None or not _inside(target, root):
+                    where = "a dangling or looping link" if target is None else f"a link to {target}"
+                    raise UnsafeLinkError(f"refusing {p}: {where}, outside the repository (links are not "
+                                          "followed out of a repository; nothing was pulled)")
+                origin = target
+            if origin.is_file():
+                _copy_regular(origin, tmp / p.name)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.{os.getpid()}.old")
             if old.exists():
@@ -386,6 +459,32 @@ def _install_folder(src: Path, dest: Path, patterns: list[str] | None = None) ->
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def _check_snapshot(folder: Path, repo: str) -> None:
+    """Refuse a huggingface_hub snapshot holding a link out of its own cache entry.
+
+    huggingface_hub lays a snapshot out as links ``snapshots/<commit>/<file> -> ../../blobs/<hash>``:
+    those (and links inside the snapshot) are fine. A link anywhere else (the cache was tampered
+    with) is removed from the cache and the pull refused, naming the file.
+    """
+    snapshot = folder.resolve()
+    allowed = (snapshot, (folder.parent.parent / "blobs").resolve())
+    for base, dirs, files in os.walk(folder):  # followlinks=False: a linked folder is checked as a link
+        for name in dirs + files:
+            p = Path(base) / name
+            if not p.is_symlink():
+                continue
+            target = _link_target(p)
+            if target is not None and any(_inside(target, a) for a in allowed):
+                continue
+            try:
+                p.unlink()
+            except OSError:
+                pass
+            where = "a dangling or looping link" if target is None else f"a link to {target}"
+            raise UnsafeLinkError(f"refusing {p} in the cached copy of {repo}: {where}, outside the hub cache "
+                                  "(removed from the cache; nothing was pulled)")
 
 
 def _is_network_error(exc: BaseException) -> bool:

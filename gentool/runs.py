@@ -12,8 +12,10 @@ Layout of one run::
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +67,39 @@ class Run:
                 return p
         return None
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold this run for one training process: a second ``gentool train`` of the same run (two
+        ``--resume`` at once, say) is refused with the holder's pid instead of both writing.
+
+        An OS file lock (``flock`` on ``RUN/.lock``): the system releases it when its process dies,
+        however it dies, so the lock of a killed run is taken over without any clean-up.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / ".lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise GentoolError(f"cannot lock run folder {self.dir}: {exc.strerror or exc}") from None
+        try:
+            try:
+                import fcntl
+            except ImportError:  # no flock (Windows): no lock, as before
+                fcntl = None
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                    raise GentoolError(
+                        f"run {self.name} of {self.model} is being trained by another process (pid {holder}): "
+                        "wait for it to finish or stop it, then resume") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def write_config(self, doc: Mapping[str, Any]) -> None:
         """Write ``config.toml`` (None values are left out: TOML has no null)."""
         import tomli_w
@@ -111,8 +146,9 @@ def new_run(model: str, name: str | None = None) -> Run:
     """Create the folder of a new run: ``name`` as given (must be new), else ``run1``, ``run2``, ..."""
     base = runs_dir() / model
     if name is not None:
-        if not _NAME_OK.match(name):
-            raise GentoolError(f"bad run name {name!r}: use letters, digits, '.', '_' and '-'")
+        if not _NAME_OK.match(name) or len(name) > 100:
+            shown = name if len(name) <= 40 else name[:40] + "..."
+            raise GentoolError(f"bad run name {shown!r}: use at most 100 letters, digits, '.', '_' and '-'")
         if (base / name).exists():
             raise GentoolError(
                 f"run {name!r} of {model} already exists in {base}: pick another --name, or --resume {name}"
@@ -124,7 +160,13 @@ def new_run(model: str, name: str | None = None) -> Run:
             i += 1
         name = f"run{i}"
     run = Run(model, name, base / name)
-    run.dir.mkdir(parents=True, exist_ok=False)
+    try:
+        run.dir.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise GentoolError(f"run {name!r} of {model} already exists in {base}") from None
+    except OSError as exc:  # GENTOOL_RUNS is a file, read-only, on a full disk...
+        raise GentoolError(f"cannot create the run folder {run.dir}: {exc.strerror or exc}"
+                           f" (the runs folder is {runs_dir()}; GENTOOL_RUNS moves it)") from None
     return run
 
 

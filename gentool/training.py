@@ -392,7 +392,9 @@ class _Reporter:
 
 
 class _GracefulStop:
-    """First Ctrl-C: finish the current step, save, stop. Second Ctrl-C: stop at once, unsaved."""
+    """First Ctrl-C (SIGINT) or SIGTERM: finish the current step, save, stop. A second one: stop at
+    once, unsaved. SIGTERM is what schedulers (SLURM, Kubernetes, systemd) send before they kill a
+    job, so it gets the same care as Ctrl-C."""
 
     def __init__(self, reporter: _Reporter):
         import signal
@@ -400,24 +402,33 @@ class _GracefulStop:
 
         self.requested = False
         self.hard = False
-        self.previous = None
+        self.signal: int | None = None
+        self.previous: dict[int, Any] = {}
         self.reporter = reporter
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+                if sig is not None:
+                    self.previous[sig] = signal.signal(sig, self._handle)
+
+    @property
+    def name(self) -> str:
+        import signal
+
+        return "SIGTERM" if self.signal == getattr(signal, "SIGTERM", None) else "Ctrl-C"
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             self.hard = True
             raise KeyboardInterrupt
-        self.requested = True
-        self.reporter.say("stopping after this step (Ctrl-C again to stop at once, without saving)")
+        self.requested, self.signal = True, signum
+        self.reporter.say(f"{self.name}: stopping after this step (send it again to stop at once, without saving)")
 
     def restore(self) -> None:
-        if self.previous is not None:
-            import signal
+        import signal
 
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
+        for sig, previous in self.previous.items():
+            signal.signal(sig, previous)
+        self.previous = {}
 
 
 def fit(task: Task, job: "TrainJob") -> TrainResult:
@@ -461,6 +472,8 @@ class _Fit:
         self.counts: dict[str, int] = {}
         kill = os.environ.get("GENTOOL_TEST_KILL_AT_STEP", "")  # crash tests (gentool.testing)
         self.kill_at = int(kill) if kill.strip().isdigit() else None
+        kill = os.environ.get("GENTOOL_TEST_KILL_AFTER_BEST", "")  # ... and the epoch end's crash window
+        self.kill_after_best = int(kill) if kill.strip().isdigit() else None
 
     # -- checkpoints -----------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -547,10 +560,21 @@ class _Fit:
         if self.job.resume is not None:
             self.restore(self.job.resume)
             if self.position[0] >= opts.epochs:
-                raise GentoolError(
-                    f"run {self.run_.name} has already trained {self.position[0]} epochs: "
-                    f"pass --epochs N with N > {self.position[0]} to go on"
-                )
+                # Nothing left to train: the epoch end wrote best before last, so the checkpoints
+                # are complete; return, so that whatever the plugin does after training (gpt's
+                # transformers export, say) is finished if a crash had cut it short.
+                from gentool.report import say
+
+                say(f"run {self.run_.name} has already trained {self.position[0]} epochs: nothing left to train "
+                    f"(pass --epochs N with N > {self.position[0]} to go on)")
+                if world.is_main:
+                    from gentool.runs import plot_losses
+
+                    self.tidy_run_folder()
+                    plot_losses(self.run_)
+                run = self.run_
+                return TrainResult(run.dir, self.step, self.position[0], self.last_metrics,
+                                   run.last if run.last.exists() else None, run.best if run.best.exists() else None)
         distributed.broadcast_parameters(self.modules.values(), world)
         if world.distributed and world.rank > 0:
             # Each process draws its own noise (and chains); rank 0's stream is the resumable one.
@@ -639,10 +663,13 @@ class _Fit:
             except NonFiniteLoss as exc:
                 raise TrainingDiverged(f"interrupted, and the weights are not finite ({exc}): nothing saved") from None
             where = f"; saved {saved}" if saved else ""
-            raise TrainingInterrupted(
-                f"interrupted at step {self.step}{where}; continue with: "
-                f"gentool train {self.spec.name} --resume {self.run_.name}"
-            ) from None
+            error = TrainingInterrupted(
+                f"{'terminated (SIGTERM)' if stop.name == 'SIGTERM' else 'interrupted'} at step {self.step}{where}; "
+                f"continue with: gentool train {self.spec.name} --resume {self.run_.name}"
+            )
+            if stop.name == "SIGTERM":
+                error.exit_code = 143  # 128 + SIGTERM, as shells report a terminated job
+            raise error from None
         except NonFiniteLoss as exc:
             reporter.close()
             kept = f"the last good checkpoint is {self.run_.last}" if self.run_.last.exists() else "no checkpoint had been written yet"
@@ -694,9 +721,13 @@ class _Fit:
                 _save_samples(task, self.run_, epoch + 1, self.opts)
                 with torch.no_grad():
                     task.write_pictures(self.run_.dir, epoch + 1)
-            self.save_last()
+            # best before last: a crash between the two leaves last one epoch behind, and resuming
+            # redoes that epoch exactly; never a last that claims a best that was not written
             if improved:
                 self.save_best(monitor)
+                if self.kill_after_best == epoch + 1:
+                    _die_now()
+            self.save_last()
             from gentool.runs import plot_losses
 
             plot_losses(self.run_)

@@ -188,12 +188,12 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(toy_env, workdir):
     assert all(torch.isfinite(v).all() for v in _weights(ckpt.path).values())
 
 
-def test_resume_refuses_changed_model_options_and_finished_runs(toy_env, workdir):
+def test_resume_refuses_changed_model_options_and_finishes_finished_runs(toy_env, workdir):
     gentool("train", "toy", "--epochs", "1", "-q", env=toy_env, check=True)
     res = gentool("train", "toy", "--resume", "run1", "--set", "width=2", env=toy_env)
     assert res.returncode == 1 and "cannot change when resuming" in res.stderr
-    res = gentool("train", "toy", "--resume", "run1", env=toy_env)
-    assert res.returncode == 1 and "already trained 1 epochs" in res.stderr
+    res = gentool("train", "toy", "--resume", "run1", env=toy_env)  # finished: nothing owed, nothing to do
+    assert res.returncode == 0 and "already trained 1 epochs: nothing left to train" in res.stderr
     res = gentool("train", "toy", "--resume", "nope", env=toy_env)
     assert res.returncode == 1 and "no run 'nope'" in res.stderr
     res = gentool("train", "toy", "--resume", "run1", "--epochs", "2", "-q", env=toy_env)

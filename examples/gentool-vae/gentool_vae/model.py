@@ -87,8 +87,7 @@ class VAETask(Task):
 def load_vae(checkpoint: Any, device: torch.device) -> VAE:
     """Rebuild the VAE a checkpoint describes and load its weights."""
     cfg = config_from_dict(VAEConfig, checkpoint.config)
-    vae = VAE(tuple(checkpoint.data["shape"]), cfg)
-    checkpoint.load_into({"vae": vae})
+    vae = checkpoint.build(lambda: {"vae": VAE(tuple(checkpoint.data["shape"]), cfg)})["vae"]
     return vae.to(device).eval()
 
 

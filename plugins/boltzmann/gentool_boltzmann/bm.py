@@ -238,8 +238,7 @@ class BMTask(BoltzmannTask):
 def load_bm(checkpoint: Any, device: torch.device) -> tuple[BM, BMConfig]:
     """Rebuild the BM a checkpoint describes and load its weights."""
     cfg = gentool.config_from_dict(BMConfig, checkpoint.config)
-    bm = BM(math.prod(checkpoint.data["shape"]), cfg.hidden)
-    checkpoint.load_into({"bm": bm})
+    bm = checkpoint.build(lambda: {"bm": BM(math.prod(checkpoint.data["shape"]), cfg.hidden)})["bm"]
     return bm.to(device).eval(), cfg
 
 

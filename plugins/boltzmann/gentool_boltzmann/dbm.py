@@ -354,8 +354,12 @@ def load_dbm(checkpoint: Any, device: torch.device) -> tuple[DBM, DBMConfig]:
     before the joint phase began)."""
     cfg = gentool.config_from_dict(DBMConfig, checkpoint.config)
     sizes = [math.prod(checkpoint.data["shape"]), *cfg.layers]
-    dbm, pres = DBM(sizes), pretraining_stack(sizes, cfg.init_std)
-    checkpoint.load_into({"dbm": dbm, **{f"pre{l}": p for l, p in enumerate(pres, start=1)}})
+
+    def networks() -> dict[str, Any]:
+        return {"dbm": DBM(sizes), **{f"pre{l}": p for l, p in enumerate(pretraining_stack(sizes, cfg.init_std), start=1)}}
+
+    nets = checkpoint.build(networks)  # checked against the file's shapes on the meta device first
+    dbm, pres = nets["dbm"], [nets[f"pre{l}"] for l in range(1, len(sizes))]
     if not dbm.composed.item():
         compose(dbm, pres)
     return dbm.to(device).eval(), cfg

@@ -214,8 +214,8 @@ def load_dbn(checkpoint: Any, device: torch.device) -> tuple[DBN, DBNConfig]:
     reached the top holds untrained upper layers: the DBN is then the stack trained so far."""
     cfg = gentool.config_from_dict(DBNConfig, checkpoint.config)
     sizes = [math.prod(checkpoint.data["shape"]), *cfg.layers]
-    rbms = [RBM(a, b) for a, b in zip(sizes, sizes[1:])]
-    checkpoint.load_into({f"rbm{l}": r for l, r in enumerate(rbms)})
+    nets = checkpoint.build(lambda: {f"rbm{l}": RBM(a, b) for l, (a, b) in enumerate(zip(sizes, sizes[1:]))})
+    rbms = [nets[f"rbm{l}"] for l in range(len(sizes) - 1)]
     trained = int(checkpoint.extra.get("layers_trained", len(rbms)))
     return DBN([r.to(device).eval() for r in rbms[:trained]]), cfg
 

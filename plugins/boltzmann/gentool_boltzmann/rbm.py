@@ -212,8 +212,7 @@ def load_rbm(checkpoint: Any, device: torch.device) -> RBM:
     n_visible = 1
     for d in checkpoint.data["shape"]:
         n_visible *= d
-    rbm = RBM(n_visible, cfg.hidden, cfg.visible)
-    checkpoint.load_into({"rbm": rbm})
+    rbm = checkpoint.build(lambda: {"rbm": RBM(n_visible, cfg.hidden, cfg.visible)})["rbm"]
     return rbm.to(device).eval()
 
 

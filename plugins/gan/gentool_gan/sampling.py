@@ -25,8 +25,13 @@ def load_generator(model: str, ckpt: Any, device: torch.device) -> tuple[nn.Modu
     num_classes = (ckpt.extra or {}).get("num_classes") if model == "cgan" else None
     if model == "cgan" and not num_classes:
         num_classes = data.get("num_classes") or (len(names) if names else None)
-    g, _ = make_networks(model, tuple(data["shape"]), num_classes, cfg)
-    ckpt.load_into({"g_ema": g})
+    with_d = any(k.startswith("d.") for k in ckpt.tensor_shapes)  # the discriminator is built too: check it
+
+    def networks() -> dict[str, nn.Module]:
+        g, d = make_networks(model, tuple(data["shape"]), num_classes, cfg)
+        return {"g_ema": g, "d": d} if with_d else {"g_ema": g}
+
+    g = ckpt.build(networks)["g_ema"]  # checked against the file's shapes on the meta device first
     return g.to(device).eval(), cfg, num_classes, names
 
 

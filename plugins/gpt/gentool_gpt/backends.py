@@ -23,6 +23,7 @@ torch and transformers are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 
 MODEL = "gpt"
 Message = Mapping[str, str]
+#: Largest seed a torch generator takes from us (``manual_seed`` wants a 64-bit integer).
+MAX_SEED = 2**63 - 1
 HF_INSTALL_HINT = "the transformers backend needs transformers: pip install 'gentool-gpt[hf]'"
 
 
@@ -49,16 +52,35 @@ class Settings:
     max_tokens: int = 256
     seed: int | None = None
 
-    def check(self) -> "Settings":
-        """Raise :class:`GentoolError` for values that make no sense; return self."""
-        if self.temperature < 0:
-            raise GentoolError("temperature must be >= 0 (0 is greedy)")
-        if self.top_k is not None and self.top_k < 1:
-            raise GentoolError("top_k must be at least 1 (or none)")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise GentoolError("top_p must be in (0, 1] (or none)")
-        if self.max_tokens < 1:
-            raise GentoolError("max_tokens must be at least 1")
+    def check(self, *, flags: bool = False) -> "Settings":
+        """Raise :class:`GentoolError` (one line) for values that make no sense; return self.
+
+        Numbers must be finite and in range, whole numbers whole, the seed in ``0..2**63-1``.
+        ``flags`` names the values as the command line's flags (``--top-p``), else as ``/set``'s.
+        """
+        def name(key: str) -> str:
+            return "--" + key.replace("_", "-") if flags else key
+
+        def number(key: str, value: Any) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise GentoolError(f"{name(key)} must be a finite number, not {value!r}")
+            return float(value)
+
+        def whole(key: str, value: Any) -> int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise GentoolError(f"{name(key)} must be a whole number, not {value!r}")
+            return value
+
+        if number("temperature", self.temperature) < 0:
+            raise GentoolError(f"{name('temperature')} must be >= 0 (0 is greedy), not {self.temperature!r}")
+        if self.top_k is not None and whole("top_k", self.top_k) < 1:
+            raise GentoolError(f"{name('top_k')} must be at least 1 (or none), not {self.top_k!r}")
+        if self.top_p is not None and not 0 < number("top_p", self.top_p) <= 1:
+            raise GentoolError(f"{name('top_p')} must be in (0, 1] (or none), not {self.top_p!r}")
+        if whole("max_tokens", self.max_tokens) < 1:
+            raise GentoolError(f"{name('max_tokens')} must be at least 1, not {self.max_tokens!r}")
+        if self.seed is not None and not 0 <= whole("seed", self.seed) <= MAX_SEED:
+            raise GentoolError(f"{name('seed')} must be in 0..{MAX_SEED} (2**63-1) (or none), not {self.seed!r}")
         return self
 
 
@@ -101,6 +123,8 @@ class Backend:
         """Restart the sampling random stream: from ``seed``, or from a fresh random seed."""
         import torch
 
+        if seed is not None:
+            Settings(seed=seed).check()  # one line for a bad seed, not torch's RuntimeError
         self.seed_used = seed if seed is not None else secrets.randbits(62)
         self._generator = torch.Generator(device="cpu").manual_seed(self.seed_used)
 

@@ -7,7 +7,13 @@ gentool's cache folder). A line ending in ``\\`` continues on the next line; a l
 ``\"\"\"`` opens a block closed by a line ending in ``\"\"\"``. Slash commands: see :data:`HELP`.
 
 Not interactive: ``gentool chat -m "question"`` and ``echo question | gentool chat`` print one
-answer on stdout and exit (notes go to stderr).
+answer on stdout and exit (notes go to stderr). Piped stdin may hold slash commands too, each on a
+line of its own (``printf '/set temperature 0\\nhello\\n' | gentool chat``): they run in order, the
+lines between them are one message each; a command that fails ends the run (exit 1).
+
+Every value a user gives (flags, ``/set``) is checked before use (:meth:`Settings.check`), and in
+the interactive session any error inside a turn or a command ends that turn only, as one line:
+the session and its history go on.
 
 This module is imported by the plugin's entry point to add the verb, so it imports no torch at
 module level; the backends load inside the command.
@@ -39,6 +45,8 @@ input: end a line with \\ to continue it; \"\"\" opens a multi-line block, \"\"\
 Ctrl-C while an answer streams stops that answer."""
 
 SETTABLE = ("temperature", "top_k", "top_p", "max_tokens", "seed")
+#: Command names (as typed after ``/``); in piped input only these make a line a command.
+COMMANDS = ("help", "system", "set", "clear", "save", "load", "status", "exit", "quit", "q")
 PROMPT, MORE = ">>> ", "... "
 
 
@@ -52,11 +60,12 @@ def register(app: Any) -> None:
             None, "--model", help="A gpt run name or folder, a checkpoint file, hf://owner/repo, a transformers "
                                   "model folder, or a hub id (default: the newest gpt run)."),
         system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
-        temperature: float = typer.Option(0.8, "--temperature", min=0.0, help="Sampling temperature (0: greedy)."),
-        top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="Sample among the k likeliest tokens."),
-        top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, help="Nucleus sampling mass."),
-        max_tokens: int = typer.Option(256, "--max-tokens", min=1, help="Longest answer in tokens."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (same seed, same answers)."),
+        # ranges are checked by Settings.check (one line, and nan/inf refused), not by click
+        temperature: float = typer.Option(0.8, "--temperature", help="Sampling temperature (0: greedy)."),
+        top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample among the k likeliest tokens (>= 1)."),
+        top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling mass, in (0, 1]."),
+        max_tokens: int = typer.Option(256, "--max-tokens", help="Longest answer in tokens (>= 1)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Random seed, 0..2**63-1 (same seed, same answers)."),
         message: Optional[str] = typer.Option(None, "-m", "--message", help="Answer this one message and exit."),
         device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
     ) -> None:
@@ -64,23 +73,25 @@ def register(app: Any) -> None:
         from gentool_gpt.backends import Settings
 
         settings = Settings(temperature=temperature, top_k=top_k, top_p=top_p, max_tokens=max_tokens,
-                            seed=seed).check()
+                            seed=seed).check(flags=True)
         code = run(model, settings, system=system, message=message, device=device)
         raise typer.Exit(code)
 
 
 def run(model: str | None, settings: "Settings", *, system: str | None = None, message: str | None = None,
         device: str = "auto", stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
-    """Open the backend and chat: one answer for ``message`` or piped stdin, else interactively."""
+    """Open the backend and chat: one answer for ``message``, the steps of piped stdin, else interactively."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
     interactive = message is None and stdin.isatty()
-    if message is None and not interactive:
-        message = stdin.read().strip()
+    steps: list[tuple[str, str]] = []
     if message is not None:
         message = message.strip()
-        if not message:
-            raise GentoolError("no message: give one with -m TEXT or on stdin (echo hi | gentool chat)")
+        steps = [("message", message)] if message else []
+    elif not interactive:
+        steps = piped_steps(stdin.read())
+    if not interactive and not steps:
+        raise GentoolError("no message: give one with -m TEXT or on stdin (echo hi | gentool chat)")
 
     from gentool import pick_device
 
@@ -90,13 +101,57 @@ def run(model: str | None, settings: "Settings", *, system: str | None = None, m
     session = ChatSession(backend, settings, system=system, out=stdout,
                           notes=stdout if interactive else sys.stderr)
     if not interactive:
-        assert message is not None
         try:
-            session.answer(message)
+            for kind, text in steps:
+                if kind == "command":
+                    if not session.command(text, strict=True):
+                        break
+                else:
+                    session.answer(text)
         except KeyboardInterrupt:
             return 130
         return 0
     return session.loop()
+
+
+def is_command(line: str) -> bool:
+    """Whether a piped line is a slash command: ``/`` then one of :data:`COMMANDS`."""
+    return line.startswith("/") and line[1:].strip().partition(" ")[0].lower() in COMMANDS
+
+
+def piped_steps(text: str) -> list[tuple[str, str]]:
+    """Piped stdin as steps: ``("command", line)`` for each command line, ``("message", text)`` for
+    each run of other lines between them (a whole document stays one message).
+
+    Only known command names count (:data:`COMMANDS`): a document's lines that start with ``/``
+    for other reasons (``/usr/bin/env``, ``// comment``) stay text.
+    """
+    steps: list[tuple[str, str]] = []
+    lines: list[str] = []
+
+    def flush() -> None:
+        body = "\n".join(lines).strip()
+        if body:
+            steps.append(("message", body))
+        lines.clear()
+
+    for line in text.splitlines():
+        if is_command(line):
+            flush()
+            steps.append(("command", line.strip()))
+        else:
+            lines.append(line)
+    flush()
+    return steps
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line: a GentoolError's message, else its type and first line."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if isinstance(exc, GentoolError):
+        return first or type(exc).__name__
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 class ChatSession:
@@ -110,6 +165,7 @@ class ChatSession:
         self.history: list[dict[str, str]] = []  # user/assistant turns, oldest first
         self.out = out or sys.stdout
         self.notes = notes or self.out
+        settings.check()
         backend.reseed(settings.seed)
 
     # -- the conversation -------------------------------------------------------------------
@@ -187,20 +243,28 @@ class ChatSession:
         return reply
 
     # -- slash commands ---------------------------------------------------------------------
-    def command(self, line: str) -> bool:
-        """Run one slash command; return False when the session should end."""
+    def command(self, line: str, *, strict: bool = False) -> bool:
+        """Run one slash command; return False when the session should end.
+
+        An error (a bad value, a file that cannot be read, ...) is a one-line note and the session
+        goes on; with ``strict`` (piped input) it is raised as a :class:`GentoolError` instead.
+        """
         name, _, arg = line[1:].strip().partition(" ")
         name, arg = name.lower(), arg.strip()
         handler: Callable[[str], Optional[bool]] | None = getattr(self, f"_cmd_{name}", None)
         if name in ("exit", "quit", "q"):
             return False
         if handler is None or not name:
+            if strict:
+                raise GentoolError(f"unknown command /{name}: see gentool chat's /help")
             self.note(f"unknown command /{name}: type /help for the commands")
             return True
         try:
             handler(arg)
-        except GentoolError as exc:
-            self.note(f"error: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a command never ends the session
+            if strict:
+                raise GentoolError(f"/{name}: {_one_line(exc)}") from None
+            self.note(f"error: {_one_line(exc)}")
         return True
 
     def _cmd_help(self, arg: str) -> None:
@@ -311,8 +375,8 @@ class ChatSession:
                 except KeyboardInterrupt:  # before the first token (while the prompt was prepared)
                     self.out.write("\n")
                     self.note("answer stopped (Ctrl-C)")
-                except GentoolError as exc:
-                    self.note(f"error: {exc}")
+                except Exception as exc:  # noqa: BLE001 - an error ends this turn, never the session
+                    self.note(f"error: {_one_line(exc)}")
         finally:
             _save_readline(history_file)
 

@@ -101,8 +101,8 @@ class GPTSampleOptions:
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
             raise ValueError(f"--max-tokens must be at least 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"--temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if not 0 <= self.temperature < float("inf"):  # refuses nan too
+            raise ValueError(f"--temperature must be a finite number >= 0 (0 is greedy), got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"--top-k must be at least 1 (or none), got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -120,7 +120,7 @@ class GPTEvaluateOptions:
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
             raise ValueError(f"--max-tokens must be at least 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"--temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if not 0 <= self.temperature < float("inf"):  # refuses nan too
+            raise ValueError(f"--temperature must be a finite number >= 0 (0 is greedy), got {self.temperature}")
         if self.conversations < 1:
             raise ValueError(f"--conversations must be at least 1, got {self.conversations}")

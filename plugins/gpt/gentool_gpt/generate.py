@@ -18,6 +18,7 @@ the transformers backend of ``gentool chat`` so both sample alike.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -42,7 +43,9 @@ def sample_next(
     ``temperature`` 0 (or below) is greedy; ``top_k`` keeps the k likeliest tokens; ``top_p``
     keeps the smallest set of likeliest tokens whose probability reaches ``p`` (at least one).
     Randomness comes from ``generator`` only when given, so a seeded generator reproduces samples.
+    A NaN or infinite ``temperature`` or ``top_p`` is a ValueError (not torch's error mid-sampling).
     """
+    _check_finite(temperature, top_p)
     if temperature <= 0.0:
         return int(torch.argmax(logits))
     logits = logits.float()
@@ -66,6 +69,13 @@ def sample_next(
     return int(ids[choice]) if ids is not None else choice
 
 
+def _check_finite(temperature: float, top_p: float | None) -> None:
+    if not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number, not {temperature!r}")
+    if top_p is not None and not math.isfinite(top_p):
+        raise ValueError(f"top_p must be a finite number (or None), not {top_p!r}")
+
+
 def generate(
     model: torch.nn.Module,
     prompt_ids: Sequence[int],
@@ -87,6 +97,7 @@ def generate(
     """
     if len(prompt_ids) == 0:
         raise ValueError("generate needs at least one prompt token (start with the tokenizer's <|bos|>)")
+    _check_finite(temperature, top_p)
     if max_new_tokens <= 0:
         return iter(())
     return _decode(model, list(prompt_ids), max_new_tokens, temperature, top_k, top_p, generator,

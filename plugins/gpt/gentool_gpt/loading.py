@@ -45,6 +45,5 @@ def load_gpt(checkpoint: "Checkpoint", device: "torch.device | str" = "cpu") -> 
         tokenizer = Tokenizer.from_json(extra["tokenizer"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{checkpoint.path} has an unreadable gpt header: {exc}") from None
-    model = GPT(cfg)
-    checkpoint.load_into({MODULE: model})
+    model = checkpoint.build(lambda: {MODULE: GPT(cfg)})[MODULE]  # shapes checked on the meta device first
     return model.to(device).eval(), tokenizer

@@ -350,6 +350,45 @@ def test_set_validates_and_changes_settings(session):
     assert session.command("/quit") is False
 
 
+def test_bad_set_values_then_a_message_keep_the_session(session):
+    """Issue 13: `/set temperature nan` then a message killed the session (torch RuntimeError)."""
+    session.command("/set max_tokens 20")
+    for line in ("/set temperature nan", "/set top_p nan", "/set seed 99999999999999999999999"):
+        assert session.command(line) is True
+    assert session.settings.temperature == 0.0 and session.settings.seed is None
+    assert session.answer("hi") == "hello there!"
+    assert session.out.getvalue().count("[error: ") == 3
+
+
+def test_piped_slash_command_runs_as_a_command(chat_run):
+    root, env = chat_run
+    proc = gentool("chat", "--temperature", "1.5", "--seed", "5", env=env, cwd=root,
+                   stdin="/set temperature 0\nhi\n")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "hello there!\n" and "temperature = 0.0" in proc.stderr
+    proc = gentool("chat", env=env, cwd=root, stdin="/set temperature nan\nhi\n")
+    assert proc.returncode == 1 and proc.stdout == "" and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: /set: temperature must be a finite number, not nan"]
+
+
+def test_interactive_bad_values_end_only_their_turn(chat_run):
+    root, env = chat_run
+    term = Terminal(["chat", "--temperature", "0"], env, root)
+    try:
+        term.expect(">>> ")
+        term.send("/set seed 99999999999999999999999")
+        assert "seed must be in 0..9223372036854775807" in term.expect(">>> ")
+        term.send("/set temperature nan")
+        assert "temperature must be a finite number" in term.expect(">>> ")
+        term.send("hi")
+        assert term.expect(">>> ").split("hi\n", 1)[1] == "hello there!\n>>> "
+        term.send("/exit")
+        assert term.close() == 0
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+
+
 def test_read_message_forms():
     from gentool_gpt.chat import read_message
 
