@@ -670,6 +670,9 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
         seed_everything(opts.seed)
         opts.data = opts.data or spec.default_data
         dataset = load_data(opts.data, spec.modality, "train", opts.image_size, reg, channels=spec.channels)
+        from gentool.data import check_trainable
+
+        check_trainable(dataset, minimum=2 * world.size)  # each process needs a batch of two at least
         fresh = run is None
         if fresh:
             run = _new_run(model, name)

@@ -153,3 +153,22 @@ def test_a_crash_between_best_and_last_resumes_to_the_uninterrupted_result(toy_e
     # and a run that finished is resumed to nothing, successfully, rather than refused
     res = gentool("train", "toy", "--resume", "cut", env=toy_env)
     assert res.returncode == 0 and "nothing left to train" in res.stderr
+
+
+def test_a_two_image_folder_trains_a_gan_quickly(workdir):
+    """The smallest data set training accepts (one image is refused): the GAN's validation trains
+    its feature extractor for a bounded number of steps, not 40,000 / 2 epochs of one tiny batch."""
+    import os
+
+    from PIL import Image
+
+    pytest.importorskip("gentool_gan")
+    (workdir / "two" / "a").mkdir(parents=True)
+    for i, shade in enumerate((20, 220)):
+        Image.new("L", (8, 8), color=shade).save(workdir / "two" / "a" / f"{i}.png")
+    env = {k: v for k, v in os.environ.items() if k != "GENTOOL_PLUGINS"}
+    res = gentool("train", "gan", "--data", str(workdir / "two"), "--epochs", "1", "-q", env=env, timeout=180)
+    assert res.returncode == 0, res.stderr
+    (workdir / "one" / "a").mkdir(parents=True)
+    Image.new("L", (8, 8)).save(workdir / "one" / "a" / "0.png")
+    one_line_error(gentool("train", "rbm", "--data", str(workdir / "one"), env=env), "holds 1 image; training needs at least 2")

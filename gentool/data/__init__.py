@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 from gentool.api import DatasetSpec
 
 if TYPE_CHECKING:
+    from gentool.data.checks import check_trainable
     from gentool.data.datasets import SPLITS, ImageDataset, TextDataset
     from gentool.data.registry import BUILTIN_DATASETS, load_dataset
 
 _LAZY = {"SPLITS": "datasets", "ImageDataset": "datasets", "TextDataset": "datasets",
-         "BUILTIN_DATASETS": "registry", "load_dataset": "registry"}
+         "BUILTIN_DATASETS": "registry", "load_dataset": "registry", "check_trainable": "checks"}
 
 
 def __getattr__(name: str) -> Any:
@@ -37,5 +38,6 @@ __all__ = [
     "DatasetSpec",
     "ImageDataset",
     "TextDataset",
+    "check_trainable",
     "load_dataset",
 ]

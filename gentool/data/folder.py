@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from gentool.data.checks import check_image_memory
 from gentool.data.datasets import ImageDataset, check_split
 from gentool.data.transforms import check_channels, check_image_size
 from gentool.errors import DataError, MissingSplitError
@@ -40,7 +41,8 @@ _JUNK_FILES = frozenset({"thumbs.db", "desktop.ini", "icon\r"})
 _SPLIT_DIRS = {"train": ("train",), "test": ("test", "val", "valid", "validation")}
 _KNOWN_SPLIT_NAMES = frozenset(n for names in _SPLIT_DIRS.values() for n in names)
 _MAX_WORKERS = 8
-_THREAD_MIN_PIXELS = 256 * 256  # mean pixels per image above which decoding uses threads
+_THREAD_MIN_PIXELS = 256 * 256
+_MAX_STRETCH = 16  # above this aspect ratio, crop before resizing (see _resize_crop)  # mean pixels per image above which decoding uses threads
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -158,8 +160,12 @@ def _open(path: Path) -> Image.Image:
     return img
 
 
-def _probe(path: Path) -> tuple[int, int]:
-    """(width, height) as displayed (EXIF rotation applied), reading the header only."""
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F"})
+
+
+def _probe(path: Path) -> tuple[int, int, bool]:
+    """(width, height) as displayed (EXIF rotation applied) and whether the image is in colour,
+    reading the header only."""
     try:
         with _open(path) as img:
             w, h = img.size
@@ -167,7 +173,12 @@ def _probe(path: Path) -> tuple[int, int]:
                 rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
             except Exception:  # a broken EXIF block only loses the rotation
                 rotated = False
-            return (h, w) if rotated else (w, h)
+            try:
+                grey = img.mode in _GREY_MODES or img.mode.startswith("I;16") or (
+                    img.mode in ("P", "PA") and _grey_palette(img))
+            except Exception:  # a palette we cannot read: assume colour (the larger estimate)
+                grey = False
+            return (h, w, not grey) if rotated else (w, h, not grey)
     except DataError:
         raise
     except Exception as exc:
@@ -242,6 +253,12 @@ def _resize_crop(img: Image.Image, side: int) -> Image.Image:
         return img
     scale = side / min(w, h)
     nw, nh = max(side, round(w * scale)), max(side, round(h * scale))
+    if nw * nh > _MAX_STRETCH * side * side:
+        # a very long strip: crop the centre square of the source while resizing, so no huge
+        # intermediate image is ever made
+        m = min(w, h)
+        box = ((w - m) // 2, (h - m) // 2, (w - m) // 2 + m, (h - m) // 2 + m)
+        return img.resize((side, side), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
     if (nw, nh) != (w, h):
         img = img.resize((nw, nh), Image.Resampling.BICUBIC, reducing_gap=3.0)
     left, top = (nw - side) // 2, (nh - side) // 2
@@ -280,8 +297,13 @@ def _map(fn: Callable[[T], R], items: list[T], threads: bool) -> list[R]:
         return list(pool.map(fn, items))
 
 
-def decode_images(paths: list[Path], image_size: int | None = None, channels: int | None = None) -> torch.Tensor:
-    """Decode ``paths`` into one uint8 tensor ``[N, C, H, W]`` (see the module doc for the rules)."""
+def decode_images(paths: list[Path], image_size: int | None = None, channels: int | None = None, *,
+                  where: str | Path | None = None) -> torch.Tensor:
+    """Decode ``paths`` into one uint8 tensor ``[N, C, H, W]`` (see the module doc for the rules).
+
+    Before decoding anything, refuses (:class:`DataError` naming ``where``, default the first
+    file's folder) a set whose decoded size would not fit in this machine's memory.
+    """
     if image_size is not None:
         check_image_size(image_size)
     if channels is not None:
@@ -289,11 +311,17 @@ def decode_images(paths: list[Path], image_size: int | None = None, channels: in
     with warnings.catch_warnings():
         # A file with more pixels than PIL's limit is refused, not just warned about.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        sizes = [_probe(p) for p in paths]  # headers only: cheap, Python-bound
+        probed = [_probe(p) for p in paths]  # headers only: cheap, Python-bound
+        sizes = [(w, h) for w, h, _ in probed]
         side = image_size
         if side is None and len(set(sizes)) > 1:
             (w, h), _ = Counter(sizes).most_common(1)[0]
             side = min(w, h)
+        if paths:
+            out_c = channels or (3 if any(colour for _, _, colour in probed) else 1)
+            out_w, out_h = (side, side) if side is not None else sizes[0]
+            place = str(where if where is not None else paths[0].parent)
+            check_image_memory(len(paths), out_c, out_h, out_w, place, image_size=image_size)
         big = sum(w * h for w, h in sizes) > _THREAD_MIN_PIXELS * len(sizes)
         arrays = _map(lambda p: _decode(p, side, channels), paths, threads=big)
     if side is None:
@@ -396,7 +424,7 @@ def load_image_folder(
         exts = " ".join(sorted(IMAGE_EXTENSIONS))
         where = scans[0][0] if len(scans) == 1 else folder
         raise DataError(f"no images in folder {where} (looked for {exts})")
-    images = decode_images(files, image_size=image_size, channels=channels)
+    images = decode_images(files, image_size=image_size, channels=channels, where=folder)
     label_tensor = torch.tensor(labels, dtype=torch.int64) if labels else None
     return ImageDataset(
         images=images,

@@ -8,12 +8,14 @@ with ``allow_pickle=False``: a file holding object arrays is refused, never unpi
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from gentool.data.checks import check_memory, format_bytes
 from gentool.data.datasets import ImageDataset, check_split
 from gentool.data.transforms import finish
 from gentool.errors import DataError, MissingSplitError
@@ -68,6 +70,68 @@ def _pick(keys: dict[str, str], names: tuple[str, ...], split: str) -> list[str]
     return None
 
 
+class _Archive:
+    """The arrays of a ``.npz`` read member by member, each header checked before any allocation.
+
+    ``np.load`` trusts an array's header: a few bytes claiming shape (10**7, 10**6) make it try
+    to allocate 9 TB. Here the declared shape and dtype must match the bytes the member really
+    holds, and fit in this machine's memory, before a byte is allocated.
+    """
+
+    def __init__(self, zf: zipfile.ZipFile, path: Path) -> None:
+        self.zf, self.path = zf, path
+        self.members: dict[str, zipfile.ZipInfo] = {}
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            key = info.filename.removesuffix(".npy")
+            self.members.setdefault(key, info)
+        self.files = list(self.members)
+
+    def header(self, key: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+        """(shape, fortran_order, dtype, data bytes the member holds) of array ``key``."""
+        info = self.members[key]
+        with self.zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            offset = f.tell()
+        return tuple(int(d) for d in shape), bool(fortran), dtype, info.file_size - offset
+
+    def read(self, key: str, budget: list[int]) -> np.ndarray:
+        shape, fortran, dtype, held = self.header(key)
+        where = f"array {key!r} in {self.path}"
+        if dtype.hasobject:
+            raise DataError(f"refusing {self.path}: it holds Python objects (pickle), save plain numeric arrays")
+        if any(d < 0 for d in shape):
+            raise DataError(f"bad {where}: its header declares shape {list(shape)}")
+        declared = math.prod(shape) * dtype.itemsize
+        if declared > held:
+            raise DataError(
+                f"bad {where}: its header declares shape {list(shape)} of {dtype} ({format_bytes(declared)}) "
+                f"but the file holds only {format_bytes(held)} of data (truncated or corrupt)"
+            )
+        budget[0] += declared
+        # the arrays, a concatenated/converted copy and the float copy training makes
+        check_memory(2 * budget[0] + math.prod(shape) * 4,
+                     f"{where} (shape {list(shape)} of {dtype}, with the copies loading and training make)")
+        buf = bytearray(declared)
+        view = memoryview(buf)
+        with self.zf.open(self.members[key]) as f:
+            f.read(self.members[key].file_size - held)  # skip the header
+            got = 0
+            while got < declared:
+                n = f.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+        if got < declared:
+            raise DataError(f"truncated {where}: expected {declared} bytes of data, found {got}")
+        return np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
 def load_npz(
     path: str | Path,
     split: str = "train",
@@ -80,7 +144,8 @@ def load_npz(
     path = Path(path)
     split = check_split(split)
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with zipfile.ZipFile(path) as zf:
+            npz = _Archive(zf, path)
             keys = {k.lower(): k for k in npz.files}
             if split == "test" and not any(f"{n}_test" in keys for n in _IMAGE_KEYS):
                 raise MissingSplitError(f"no test split in {path}: it holds no x_test (or images_test) array")
@@ -91,17 +156,21 @@ def load_npz(
                     f"(or x_train/x_test); found {', '.join(npz.files) or 'nothing'}"
                 )
             label_keys = _pick(keys, _LABEL_KEYS, split)
-            x = np.concatenate([npz[k] for k in image_keys])
-            y = np.concatenate([npz[k] for k in label_keys]) if label_keys else None
-            names = npz[keys["class_names"]] if "class_names" in keys else None
+            budget = [0]
+            xs = [npz.read(k, budget) for k in image_keys]
+            x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+            y = np.concatenate([npz.read(k, budget) for k in label_keys]) if label_keys else None
+            names = npz.read(keys["class_names"], budget) if "class_names" in keys else None
     except DataError:
         raise
     except ValueError as exc:
         if "pickle" in str(exc):
             raise DataError(f"refusing {path}: it holds Python objects (pickle), save plain numeric arrays") from exc
         raise DataError(f"cannot read {path}: {exc}") from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError) as exc:
         raise DataError(f"cannot read {path}: not a valid .npz file ({exc})") from exc
+    if x.ndim == 0 or (y is not None and y.ndim == 0):
+        raise DataError(f"cannot use {path}: its images and labels must be arrays, not single values")
     images = np.ascontiguousarray(_to_nchw(_to_uint8(x, path), path))
     labels = None
     if y is not None:

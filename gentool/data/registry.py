@@ -150,6 +150,23 @@ def load_dataset(
     if channels is not None:
         check_channels(channels)
     spec = default if spec is None else str(spec)
+    try:
+        return _load(spec, split, image_size, channels, extra, default)
+    except MemoryError as exc:  # the checks before each allocation should make this rare
+        raise _out_of_memory(spec, image_size) from exc
+    except RuntimeError as exc:  # torch's allocator says it this way
+        if "allocate memory" not in str(exc):
+            raise
+        raise _out_of_memory(spec, image_size) from exc
+
+
+def _out_of_memory(spec: str, image_size: int | None) -> DataError:
+    at = f" at image size {image_size}" if image_size is not None else ""
+    return DataError(f"not enough memory to load {spec}{at}: use a smaller --image-size or a smaller data set")
+
+
+def _load(spec: str, split: str, image_size: int | None, channels: int | None,
+          extra: Mapping[str, DatasetSpec] | None, default: str) -> Union[ImageDataset, TextDataset]:
     if not spec.strip():
         spec = default
     registries: list[Mapping[str, DatasetSpec]] = [extra or {}, BUILTIN_DATASETS]

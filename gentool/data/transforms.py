@@ -9,12 +9,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gentool.data.checks import check_image_memory
 from gentool.data.datasets import ImageDataset
 from gentool.errors import DataError
 
 # ITU-R 601-2 luma, the weights PIL uses for RGB -> L, so both paths agree.
 _LUMA = (0.299, 0.587, 0.114)
 _CHUNK = 2048  # images resized at a time, to bound the float32 working memory
+_CHUNK_BYTES = 256 << 20  # ... and at most about this many bytes of float32 per chunk
+#: The largest ``image_size`` accepted: 4096 x 4096 is already 50 MB per colour image as uint8,
+#: far beyond what gentool's models train on; anything above is a typo (or a hostile request).
+MAX_IMAGE_SIZE = 4096
+#: Above this aspect ratio an image is center-cropped before resizing rather than after.
+_MAX_STRETCH = 16
 
 
 def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -29,17 +36,27 @@ def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
         return images
     scale = size / min(h, w)
     nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    if nh * nw > _MAX_STRETCH * size * size:
+        # a very long strip: resizing it whole would make a huge intermediate (a 1 x 10^6 image
+        # at size 512 is 2 * 10^11 pixels), so crop the centre square first, then resize
+        m = min(h, w)
+        images = images[:, :, (h - m) // 2 : (h - m) // 2 + m, (w - m) // 2 : (w - m) // 2 + m]
+        h = w = m
+        nh = nw = size
     top, left = (nh - size) // 2, (nw - size) // 2
     out = torch.empty((n, c, size, size), dtype=torch.uint8)
-    for start in range(0, n, _CHUNK):
-        x = images[start : start + _CHUNK].to(torch.float32)
+    # float32 input + resized copy per image; big images go a few (or one) at a time
+    per_image = 4 * c * (h * w + nh * nw)
+    chunk = max(1, min(_CHUNK, _CHUNK_BYTES // max(1, per_image)))
+    for start in range(0, n, chunk):
+        x = images[start : start + chunk].to(torch.float32)
         if (nh, nw) != (h, w):
-            if scale < 1:
+            if size < min(h, w):
                 x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
             else:
                 x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False)
         x = x[:, :, top : top + size, left : left + size]
-        out[start : start + _CHUNK] = x.round_().clamp_(0, 255).to(torch.uint8)
+        out[start : start + chunk] = x.round_().clamp_(0, 255).to(torch.uint8)
     return out
 
 
@@ -60,9 +77,11 @@ def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 def check_image_size(size: int) -> int:
-    """Validate a requested image size (a positive int) or raise :class:`DataError`."""
+    """Validate a requested image size (an int in 1..MAX_IMAGE_SIZE) or raise :class:`DataError`."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise DataError(f"image size must be a positive integer, got {size!r}")
+    if size > MAX_IMAGE_SIZE:
+        raise DataError(f"image size {size} is too large: the largest gentool accepts is {MAX_IMAGE_SIZE}")
     return size
 
 
@@ -76,6 +95,14 @@ def check_channels(channels: int) -> int:
 def finish(ds: ImageDataset, image_size: int | None = None, channels: int | None = None) -> ImageDataset:
     """Apply the requested ``image_size`` and ``channels`` to ``ds`` (no-op when already so)."""
     images = ds.images
+    n, c, h, w = images.shape
+    out_c = c if channels is None else check_channels(channels)
+    if image_size is not None:
+        check_image_size(image_size)
+        if (h, w) != (image_size, image_size):
+            check_image_memory(n, out_c, image_size, image_size, ds.name, image_size=image_size)
+    elif out_c != c:
+        check_image_memory(n, out_c, h, w, ds.name)
     if image_size is not None:
         images = resize_square(images, image_size)
     if channels is not None:

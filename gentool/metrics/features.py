@@ -216,8 +216,8 @@ def train_cnn(
     n = len(images)
     channels = 1 if images.shape[1] == 1 else 3
     per_epoch = min(n, MAX_IMAGES_PER_EPOCH)
-    if epochs is None:
-        epochs = max(MIN_EPOCHS, math.ceil(MIN_TRAIN_IMAGES / per_epoch))
+    if epochs is None:  # a data set smaller than a batch: count steps, not epochs of one tiny batch
+        epochs = max(MIN_EPOCHS, math.ceil(MIN_TRAIN_IMAGES / max(per_epoch, batch_size)))
     steps_per_epoch = math.ceil(per_epoch / batch_size)
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
