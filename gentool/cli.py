@@ -269,6 +269,22 @@ def _verb_help(ctx: typer.Context, model: Optional[str], verb: str) -> None:
     raise typer.Exit(0)
 
 
+def _open_model(ctx: typer.Context, model: Optional[str], verb: str, help_: bool, checkpoint: Optional[str],
+                device: str, set_: Optional[List[str]]) -> tuple[Any, dict[str, str]]:
+    """What sample and evaluate share: help, the model's checkpoint, and its own flags."""
+    if help_:
+        _verb_help(ctx, model, verb)
+    if model is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
+    from gentool.config import parse_extra_args, parse_set_options
+    from gentool.engine import load
+
+    _registry().model(model)  # an unknown name: "did you mean", before looking for its runs
+    options = {**parse_extra_args(ctx.args), **parse_set_options(set_)}
+    return load(checkpoint, model=model, device=device), options
+
+
 # -- sample ---------------------------------------------------------------------------------
 @app.command(add_help_option=False, context_settings={"help_option_names": [], "allow_extra_args": True,
                                                        "ignore_unknown_options": True})
@@ -290,17 +306,7 @@ def sample(
     Model-specific flags (--label 3, ...) pass through:
     `gentool sample MODEL -h` lists them; `gentool train MODEL -h` lists every option of the model.
     """
-    if help_:
-        _verb_help(ctx, model, "sample")
-    if model is None:
-        typer.echo(ctx.get_help())
-        raise typer.Exit(2)
-    from gentool.config import parse_extra_args, parse_set_options
-    from gentool.engine import load
-
-    _registry().model(model)  # an unknown name: "did you mean", before looking for its runs
-    options = {**parse_extra_args(ctx.args), **parse_set_options(set_)}
-    m = load(checkpoint, model=model, device=device)
+    m, options = _open_model(ctx, model, "sample", help_, checkpoint, device, set_)
     out = out or Path("samples") / model
     result = m.sample(n, seed=seed, out=out, options=options)
     written = result.save(out, as_dataset=as_dataset)
@@ -333,17 +339,7 @@ def evaluate(
     Model-specific flags pass through:
     `gentool evaluate MODEL -h` lists them; `gentool train MODEL -h` lists every option of the model.
     """
-    if help_:
-        _verb_help(ctx, model, "evaluate")
-    if model is None:
-        typer.echo(ctx.get_help())
-        raise typer.Exit(2)
-    from gentool.config import parse_extra_args, parse_set_options
-    from gentool.engine import load
-
-    _registry().model(model)  # an unknown name: "did you mean", before looking for its runs
-    options = {**parse_extra_args(ctx.args), **parse_set_options(set_)}
-    m = load(checkpoint, model=model, device=device)
+    m, options = _open_model(ctx, model, "evaluate", help_, checkpoint, device, set_)
     result = m.evaluate(data=data, split=split, n=n, seed=seed, features=features, options=options)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2))

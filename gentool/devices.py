@@ -84,15 +84,13 @@ def cpu_bf16_support() -> tuple[bool, str]:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"}), capability
 
 
-def set_threads(threads: int | None, *, explicit: bool = False) -> int:
+def set_threads(threads: int | None) -> int:
     """Set torch's CPU threads for this process and return the number in use.
 
     ``threads`` wins; else ``GENTOOL_THREADS``; else ``OMP_NUM_THREADS`` (which torch already
-    read); else torch's default of one thread per core. When the default is taken on a machine
-    whose load already fills its cores, a note says so: there a small model trained 7x faster on
-    one thread than on two, and ``--threads 1`` is the remedy. The count never depends on the
-    machine's load (results must not); an explicit count is recorded with the run and reused on
-    resume.
+    read); else torch's default of one thread per core (:func:`busy_machine_note` may then advise
+    ``--threads 1``). The count never depends on the machine's load (results must not); an
+    explicit count is recorded with the run and reused on resume.
     """
     import torch
 
@@ -107,16 +105,26 @@ def set_threads(threads: int | None, *, explicit: bool = False) -> int:
         if torch.get_num_threads() != int(threads):
             torch.set_num_threads(int(threads))
         return int(threads)
-    current = torch.get_num_threads()
-    if not explicit and "OMP_NUM_THREADS" not in os.environ and current > 1 and hasattr(os, "getloadavg"):
-        load = os.getloadavg()[0]
-        cores = os.cpu_count() or current
-        if load >= cores:
-            from gentool.report import say
+    return torch.get_num_threads()
 
-            say(f"note: this machine is busy (load {load:.1f} on {cores} cores); small models often train "
-                "faster with --threads 1")
-    return current
+
+def busy_machine_note(threads: int | None) -> str | None:
+    """A hint for a person at a terminal when the default thread count meets a machine whose load
+    already fills its cores (there a small model trained 7x faster on one thread than on two).
+    None when the count was chosen, when nobody is watching (logs, pipes) or when the machine is
+    not busy: the note is advice, and must not change what scripts read."""
+    import sys
+
+    import torch
+
+    if threads is not None or "OMP_NUM_THREADS" in os.environ or "GENTOOL_THREADS" in os.environ:
+        return None
+    if not hasattr(os, "getloadavg") or not sys.stderr.isatty() or torch.get_num_threads() < 2:
+        return None
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load < cores:
+        return None
+    return f"note: this machine is busy (load {load:.1f} on {cores} cores); small models often train faster with --threads 1"
 
 
 def autocast(device: "torch.device", precision: str) -> ContextManager:

@@ -576,7 +576,7 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
     from gentool.api import TrainJob, TrainOptions
     from gentool.checkpoint import load_checkpoint
     from gentool.config import build_config, config_from_dict, unknown_key_error
-    from gentool.devices import check_precision, pick_device, set_threads
+    from gentool.devices import busy_machine_note, check_precision, pick_device, set_threads
     from gentool.distributed import launched_world
     from gentool.runs import resolve_run
 
@@ -664,7 +664,7 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
             say(note)
         dev = pick_device(opts.device, local_rank=world.local_rank if world.distributed else None)
         check_precision(opts.precision, dev, warn_slow=True)
-        used = set_threads(opts.threads, explicit="threads" in asked)
+        used = set_threads(opts.threads)
         if opts.threads is not None:  # an explicit count is recorded (and reused on resume); auto is not
             opts.threads = used
         seed_everything(opts.seed)
@@ -680,6 +680,9 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
                        init_from=init_from, base=base)
         if init_from is not None:
             say(f"fine-tuning from {init_from} into a new run: {run.dir}")
+        note = busy_machine_note(opts.threads)
+        if note:
+            say(note)
         try:
             with run.lock() if world.is_main else contextlib.nullcontext():
                 result = reg.call("gentool_train", spec, job=job)

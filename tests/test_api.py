@@ -549,3 +549,20 @@ def test_a_relative_data_path_is_recorded_absolute(toy_env, workdir):
     res = run_gentool("train", "toy", "--resume", "run1", "--data", "imgs", "--epochs", "2", "-q", env=toy_env,
                       cwd=workdir)  # the same folder, named relatively: accepted
     assert res.returncode == 0, res.stderr
+
+
+def test_busy_machine_note_only_for_a_person_at_a_terminal(monkeypatch):
+    import os
+    import sys
+
+    from gentool.devices import busy_machine_note
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("GENTOOL_THREADS", raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert "--threads 1" in busy_machine_note(None)
+    assert busy_machine_note(2) is None  # a count was chosen
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert busy_machine_note(None) is None  # logs and pipes: scripts read stderr unchanged
