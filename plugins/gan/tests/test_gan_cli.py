@@ -113,6 +113,7 @@ def test_as_dataset_export_loads_back_with_the_right_labels(trained_cgan, tmp_pa
     assert res.returncode == 0, res.stderr
 
 
+@pytest.mark.slow  # 56 s on CPUs without bf16 instructions, which emulate it; tests/test_training.py covers bf16 in CI
 def test_bf16_autocast_trains_on_the_cpu(env, tmp_path):
     res = gentool("train", "dcgan", "--epochs", "1", "--precision", "bf16", "--set", "val_samples=0", "-q", env=env)
     assert res.returncode == 0, res.stderr
