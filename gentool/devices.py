@@ -46,7 +46,7 @@ def check_precision(precision: str, device: "torch.device", *, warn_slow: bool =
 
     With ``warn_slow``, bf16 on a CPU without bfloat16 instructions (AVX512-BF16 or AMX; an
     AVX2-only CPU emulates bfloat16 in software) gives a warning that names the CPU's capability:
-    there an rbm ran 13x slower in bf16 than in fp32.
+    there bfloat16 is emulated and far slower than fp32.
     """
     precision = (precision or "fp32").lower()
     if precision not in PRECISIONS:
@@ -110,7 +110,7 @@ def set_threads(threads: int | None) -> int:
 
 def busy_machine_note(threads: int | None) -> str | None:
     """A hint for a person at a terminal when the default thread count meets a machine whose load
-    already fills its cores (there a small model trained 7x faster on one thread than on two).
+    already fills its cores (there a small model can train several times faster on one thread).
     None when the count was chosen, when nobody is watching (logs, pipes) or when the machine is
     not busy: the note is advice, and must not change what scripts read."""
     import sys

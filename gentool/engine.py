@@ -41,23 +41,21 @@ _FIXED_ON_RESUME = ("data", "batch_size", "seed", "image_size", "lr")
 
 @contextlib.contextmanager
 def _caller_state_kept() -> Iterator[None]:
-    """Leave the caller's random streams (Python, numpy, torch) and torch's thread count as they
-    were: the API seeds and sets them for its own work, not for the program that called it."""
-    import random
-
-    import numpy as np
+    """Leave the caller's random streams and torch's thread count as they were: the API seeds and
+    sets them for its own work, not for the program that called it. (The streams are saved and
+    restored by the harness's own mechanism, the one that keeps validation off the training RNG.)"""
     import torch
 
-    py, npy, threads = random.getstate(), np.random.get_state(), torch.get_num_threads()
-    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=cuda):
-        try:
+    from gentool.training import _rng_untouched
+
+    threads = torch.get_num_threads()
+    cuda = torch.device("cuda") if torch.cuda.is_available() and torch.cuda.is_initialized() else torch.device("cpu")
+    try:
+        with _rng_untouched(cuda):
             yield
-        finally:
-            random.setstate(py)
-            np.random.set_state(npy)
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def _registry() -> "Registry":

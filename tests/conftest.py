@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gentool.testing import run_cli
+from gentool.testing import make_dist, run_cli  # noqa: F401  (make_dist: tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -21,20 +21,6 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"../shared/data not present at {SHARED_DATA}: real-data tests need it")
     return SHARED_DATA
-
-
-def make_dist(where: Path, dist: str, entry_points: dict[str, str], version: str = "0.1.0") -> Path:
-    """Write a minimal installed distribution (dist-info with entry points) into ``where``.
-
-    Putting ``where`` on sys.path / PYTHONPATH makes importlib.metadata find it: a real entry
-    point, exactly as pip would install one, without installing anything.
-    """
-    info = where / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    lines = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[gentool]\n{lines}\n")
-    return where
 
 
 @pytest.fixture

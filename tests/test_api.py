@@ -296,10 +296,6 @@ def test_facade_check_names_an_internal_import(tmp_path):
         assert_imports_only_the_facade(pkg / "__init__.py")
 
 
-def test_toy_plugin_dir_is_importable():
-    assert (TOY_DIR / "gentool_toy.py").exists()
-
-
 # -- CLI behaviours the API gives -------------------------------------------------------------------------
 def test_debug_is_accepted_after_the_verb(toy_env):
     res = run_gentool("train", "made", "--epochs", "1", "--debug", env=toy_env)
