@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     # the Python API (the CLI's verbs)
     "train": "gentool.engine", "load": "gentool.engine", "Model": "gentool.engine",
     "TrainedRun": "gentool.engine", "Samples": "gentool.engine", "Evaluation": "gentool.engine",
+    "SavedSamples": "gentool.sampling",
     # records hooks receive and return
     "ModelSpec": "gentool.api", "DatasetSpec": "gentool.api", "TrainOptions": "gentool.api",
     "TrainJob": "gentool.api", "SampleJob": "gentool.api", "SampleResult": "gentool.api",
@@ -68,11 +69,11 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "gentool.errors", "PluginError": "gentool.errors", "MissingSplitError": "gentool.errors",
     "say": "gentool.report", "warn": "gentool.report", "GentoolWarning": "gentool.report",
 }
-_SUBMODULES = {"metrics", "data", "testing", "hookspecs", "api", "errors", "report", "engine"}
+_SUBMODULES = {"metrics", "data", "testing", "hookspecs", "api", "errors", "report", "engine", "sampling"}
 
 #: Modules whose names ``from gentool import *`` takes: the torch-free ones (a star import stays light).
 _LIGHT = {"gentool.api", "gentool.engine", "gentool.errors", "gentool.report", "gentool.config", "gentool.io",
-          "gentool.paths", "gentool.data.names"}
+          "gentool.paths", "gentool.data.names", "gentool.sampling"}
 __all__ = ["__version__", "hookimpl", *sorted(n for n, m in _EXPORTS.items() if m in _LIGHT)]
 
 

@@ -141,6 +141,13 @@ class SampleJob:
     gives the same samples on every device). ``out`` is the folder the core writes the samples
     to; a plugin may add files of its own there (an animation, say) and list them in
     :attr:`SampleResult.files`.
+
+    A large request comes in chunks (``gentool sample -n 10000000`` keeps memory bounded): the hook
+    is then called once per chunk, ``n`` samples each, with ``first`` the index of the chunk's first
+    sample in the whole request and ``total`` the request's size, and the same ``generator``
+    running on. Draw in order from ``generator`` and each chunk continues the last; a file made for
+    the whole request (an animation) is written when ``first == 0``. A request that fits one chunk
+    (always so up to 1,024 samples) is one call with ``first == 0`` and ``total == n``.
     """
 
     spec: ModelSpec
@@ -151,6 +158,12 @@ class SampleJob:
     seed: int
     options: Any = field(default_factory=dict)
     out: Path = Path("samples")
+    first: int = 0
+    total: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.total is None:
+            self.total = self.n
 
 
 @dataclass

@@ -539,20 +539,40 @@ def pack_state(obj: Any, prefix: str = "") -> tuple[dict[str, "torch.Tensor"], A
 
 
 def unpack_state(doc: Any, tensors: Mapping[str, "torch.Tensor"]) -> Any:
-    """Inverse of :func:`pack_state`."""
+    """Inverse of :func:`pack_state`; a document that is not what :func:`pack_state` writes (a
+    reference to a tensor the file lacks, a ``__dict__`` that is no table) is a ``ValueError``."""
 
-    def walk(x: Any) -> Any:
+    def walk(x: Any, where: str) -> Any:
         if isinstance(x, dict):
             if "__tensor__" in x:
-                return tensors[x["__tensor__"]]
+                ref = x["__tensor__"]
+                if not isinstance(ref, str) or ref not in tensors:
+                    raise ValueError(f"{where or '/'} names a tensor the file does not hold ({str(ref)[:60]!r})")
+                return tensors[ref]
             if "__dict__" in x:
-                return {k: walk(v) for k, v in x["__dict__"].items()}
+                inner = x["__dict__"]
+                if not isinstance(inner, dict):
+                    raise ValueError(f"{where or '/'}: a table was expected, found {type(inner).__name__}")
+                return {k: walk(v, f"{where}/{k}") for k, v in inner.items()}
             if "__items__" in x:
-                return {walk(k): walk(v) for k, v in x["__items__"]}
+                items = x["__items__"]
+                if not isinstance(items, list) or not all(isinstance(p, list) and len(p) == 2 for p in items):
+                    raise ValueError(f"{where or '/'}: a list of key-value pairs was expected")
+                out = {}
+                for i, (k, v) in enumerate(items):
+                    key = walk(k, f"{where}/k{i}")
+                    if isinstance(key, (dict, list)) or hasattr(key, "dtype"):
+                        raise ValueError(f"{where or '/'}: key {i} is not a plain value")
+                    out[key] = walk(v, f"{where}/{i}")
+                return out
             if "__tuple__" in x:
-                return tuple(walk(v) for v in x["__tuple__"])
+                items = x["__tuple__"]
+                if not isinstance(items, list):
+                    raise ValueError(f"{where or '/'}: a list was expected, found {type(items).__name__}")
+                return tuple(walk(v, f"{where}/{i}") for i, v in enumerate(items))
+            raise ValueError(f"{where or '/'}: an entry of unknown form (keys {sorted(x)[:4]})")
         if isinstance(x, list):
-            return [walk(v) for v in x]
+            return [walk(v, f"{where}/{i}") for i, v in enumerate(x)]
         return x
 
-    return walk(doc)
+    return walk(doc, "")

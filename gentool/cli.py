@@ -308,11 +308,10 @@ def sample(
     """
     m, options = _open_model(ctx, model, "sample", help_, checkpoint, device, set_)
     out = out or Path("samples") / model
-    result = m.sample(n, seed=seed, out=out, options=options)
-    written = result.save(out, as_dataset=as_dataset)
+    saved = m.save_samples(n, out, seed=seed, as_dataset=as_dataset, options=options)
     con = _console()
-    con.print(f"wrote {written} from {m.path}", markup=False)
-    for f in result.files:
+    con.print(f"wrote {saved.summary} from {m.path}", markup=False)
+    for f in saved.files:
         con.print(f"wrote {f}", markup=False)
 
 

@@ -30,9 +30,10 @@ from gentool.report import reporting, say, warn
 if TYPE_CHECKING:
     import torch
 
-    from gentool.api import ModelSpec
+    from gentool.api import ModelSpec, SampleResult
     from gentool.checkpoint import Checkpoint
     from gentool.plugins import Registry
+    from gentool.sampling import SavedSamples
 
 #: Training options whose change would break an exact resume (the saved position in the data,
 #: the optimizer's and scheduler's state depend on them).
@@ -128,40 +129,23 @@ class Samples:
             raise GentoolError(f"cannot write samples to {out}: {exc.strerror or exc}{where}") from None
 
     def _save(self, out: Path, as_dataset: bool) -> str:
-        out.mkdir(parents=True, exist_ok=True)
-        if self.images is not None:
-            from gentool.images import save_grid, save_images
+        from gentool.sampling import SampleWriter
 
-            imgs = self.images.float().cpu()
-            labels = [int(x) for x in self.labels.tolist()] if self.labels is not None else None
-            names = self.class_names
-
-            def label_name(y: int) -> str:
-                return _safe(names[y] if names and 0 <= y < len(names) else str(y))
-
-            if as_dataset:
-                if labels is None:
-                    save_images(imgs, out / "images")
-                    return f"{imgs.shape[0]} unlabelled images to {out / 'images'}"
-                for y in sorted(set(labels)):
-                    idx = [i for i, lab in enumerate(labels) if lab == y]
-                    save_images(imgs[idx], out / label_name(y), [f"{i:06d}.png" for i in idx])
-                return f"{imgs.shape[0]} images in {len(set(labels))} class folders under {out}"
-            files = [f"{i:06d}_{label_name(y)}.png" for i, y in enumerate(labels)] if labels is not None else None
-            save_images(imgs, out, files)
-            save_grid(imgs, out / "grid.png", self.nrow)
-            return f"{imgs.shape[0]} images and grid.png to {out}"
-        from gentool.io import write_atomic
-
-        texts = self.texts or []
-        for i, t in enumerate(texts):
-            write_atomic(out / f"{i:06d}.txt", t.encode("utf-8"))
-        write_atomic(out / "samples.txt", "\n\n----\n\n".join(texts).encode("utf-8"))
-        return f"{len(texts)} texts and samples.txt to {out}"
+        writer = SampleWriter(out, as_dataset=as_dataset, class_names=self.class_names)
+        writer.add(self.images, self.labels, self.texts if self.texts is not None else [], self.nrow)
+        return writer.finish()
 
 
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:40] or "x"
+def _check_n(n: Any) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"the number of samples must be a positive integer, got {n!r}")
+
+
+def _seed_global(seed: int) -> None:
+    """Seed the global streams too, for plugins that draw from them."""
+    from gentool.training import seed_everything
+
+    seed_everything(seed)
 
 
 @dataclass
@@ -241,32 +225,80 @@ class Model:
 
     def sample(self, n: int = 16, *, seed: int = 0, out: str | os.PathLike | None = None,
                options: Mapping[str, Any] | None = None, quiet: bool = False, **model_options: Any) -> Samples:
-        """Draw ``n`` samples; the same seed gives the same samples (on the same device).
+        """Draw ``n`` samples into memory; the same seed gives the same samples (on the same device).
 
         Model-specific options come as keywords (``label=3``, ``trunc=0.7``, ``prompt="ROMEO:"``) or
         as ``options={...}``; they are checked against what the model declares. ``out`` is where a
         plugin may write extra files (an animation, say; default ``samples/MODEL``); the samples
-        themselves are returned, and written only by :meth:`Samples.save`.
+        themselves are returned, and written only by :meth:`Samples.save`. A request too big for
+        this machine's memory is refused: :meth:`save_samples` writes any number in chunks.
         """
         import torch
 
-        from gentool.api import SampleJob, SampleResult
-        from gentool.training import seed_everything
-
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"the number of samples must be a positive integer, got {n!r}")
+        _check_n(n)
         opts = verb_options(self.spec, "sample", {**(options or {}), **model_options})
+        self._check_fits_in_memory(n)
         out_dir = Path(out) if out is not None else Path("samples") / self.name
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        job = SampleJob(spec=self.spec, checkpoint=self.checkpoint, n=n, device=self.device, generator=generator,
-                        seed=seed, options=opts, out=out_dir)
         with _caller_state_kept(), reporting(quiet=quiet) as report, torch.no_grad():
-            seed_everything(seed)  # for plugins that draw from the global streams too
-            result = _registry().call("gentool_sample", self.spec, job=job)
-        _check_sample_result(result, self.spec, SampleResult)
+            _seed_global(seed)
+            result = self._draw(n, 0, n, seed, generator, opts, out_dir)
         return Samples(images=result.images, labels=result.labels, texts=result.texts, nrow=result.nrow,
                        files=list(result.files), class_names=self.checkpoint.data.get("class_names"),
                        checkpoint=self.path, warnings=list(report.warnings))
+
+    def save_samples(self, n: int, out: str | os.PathLike, *, seed: int = 0, as_dataset: bool = False,
+                     options: Mapping[str, Any] | None = None, quiet: bool = False,
+                     **model_options: Any) -> "SavedSamples":
+        """Draw ``n`` samples and write them to ``out`` in chunks: memory stays bounded for any ``n``,
+        progress is shown, and a request the disk cannot hold is refused after a small first chunk
+        (see :mod:`gentool.sampling`). Files as :meth:`Samples.save` writes them; ``gentool sample``
+        is this call. The same seed and ``n`` give the same files (up to 1,024 samples, the ones
+        :meth:`sample` draws)."""
+        import torch
+
+        from gentool.sampling import chunk_size, write_samples
+
+        _check_n(n)
+        opts = verb_options(self.spec, "sample", {**(options or {}), **model_options})
+        out_dir = Path(out)
+        size = chunk_size(self.checkpoint.data.get("shape"), self.spec.modality)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        with _caller_state_kept(), reporting(quiet=quiet) as report, torch.no_grad():
+            _seed_global(seed)
+            saved = write_samples(lambda first, count: self._draw(count, first, n, seed, generator, opts, out_dir),
+                                  n, out_dir, size=size, as_dataset=as_dataset,
+                                  class_names=self.checkpoint.data.get("class_names"), label=f"sample {self.name}")
+        saved.warnings = list(report.warnings)
+        return saved
+
+    def _draw(self, n: int, first: int, total: int, seed: int, generator: "torch.Generator", opts: Any,
+              out_dir: Path) -> "SampleResult":
+        """One call of the plugin's ``gentool_sample`` hook for samples ``first .. first + n`` of ``total``."""
+        from gentool.api import SampleJob, SampleResult
+
+        job = SampleJob(spec=self.spec, checkpoint=self.checkpoint, n=n, device=self.device, generator=generator,
+                        seed=seed, options=opts, out=out_dir, first=first, total=total)
+        result = _registry().call("gentool_sample", self.spec, job=job)
+        _check_sample_result(result, self.spec, SampleResult)
+        return result
+
+    def _check_fits_in_memory(self, n: int) -> None:
+        """Refuse an in-memory request whose images would not fit (the float tensor, and a copy)."""
+        from gentool.data.checks import format_bytes, machine_memory
+
+        shape = self.checkpoint.data.get("shape")
+        have = machine_memory()
+        if self.spec.modality != "image" or not shape or have is None:
+            return
+        per = 4
+        for s in shape:
+            per *= int(s)
+        need = 2 * per * n
+        if need > have // 2:
+            raise ConfigError(f"{n:,} samples of shape {list(shape)} would need about {format_bytes(need)} in "
+                              f"memory (half of {format_bytes(have)} is the limit): write them in chunks with "
+                              f"Model.save_samples(n, out) (what `gentool sample` does)")
 
     def evaluate(self, *, data: str | None = None, split: str | None = None, n: int = 2000, seed: int = 0,
                  features: str | None = None, save: bool = True, options: Mapping[str, Any] | None = None,

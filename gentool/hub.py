@@ -22,8 +22,9 @@ Offline stand-in: when ``$GENTOOL_HUB_DIR`` is set, that folder plays the hub. A
 path, without a network, for tests and air-gapped machines.
 
 A pull never follows a symbolic link out of the repository (or, through huggingface_hub, out of
-the snapshot and its blob cache): such a link is refused with one line naming it, and nothing of
-that pull stays in the cache.
+the snapshot and its blob cache), nor copies a hard link whose file has a name outside the
+repository: such a link is refused with one line naming it, and nothing of that pull stays in the
+cache.
 """
 
 from __future__ import annotations
@@ -402,16 +403,40 @@ def _link_target(link: Path) -> Path | None:
         return None
 
 
-def _copy_regular(src: Path, dest: Path) -> None:
-    """Copy regular file ``src`` to new file ``dest`` without following a link put in its place."""
+def _names_inside(root: Path) -> dict[tuple[int, int], int]:
+    """How many names each file (device, inode) has inside folder ``root`` (links not followed)."""
+    counts: dict[tuple[int, int], int] = {}
+    for base, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(base, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _copy_regular(src: Path, dest: Path, names_inside: dict[tuple[int, int], int] | None = None) -> None:
+    """Copy regular file ``src`` to new file ``dest`` without following a link put in its place.
+
+    A file with more names (hard links) than ``names_inside`` finds for it in the repository has a
+    name outside it: a hard link can make any file the linker could reach look like the
+    repository's own, so it is refused like a symbolic link out of the repository.
+    """
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(src, flags)
     except OSError as exc:
         raise UnsafeLinkError(f"cannot read {src} from the repository: {exc.strerror or exc}") from None
     with os.fdopen(fd, "rb") as fin:
-        if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
+        st = os.fstat(fin.fileno())
+        if not stat.S_ISREG(st.st_mode):
             raise UnsafeLinkError(f"{src} in the repository is not a regular file: refused")
+        if names_inside is not None and st.st_nlink > names_inside.get((st.st_dev, st.st_ino), 0):
+            raise UnsafeLinkError(f"refusing {src}: a hard link to a file with {st.st_nlink} names, some outside "
+                                  "the repository (replace it with a copy; nothing was pulled)")
         with open(dest, "xb") as fout:  # open() honours the umask, like gentool.io.write_atomic
             shutil.copyfileobj(fin, fout)
 
@@ -421,12 +446,13 @@ def _install_folder(src: Path, dest: Path, patterns: list[str] | None = None) ->
 
     Files only (no subfolders). A symbolic link is copied as the file it points to only when that
     file lies inside ``src``; a link out of it (``config.json -> /etc/shadow``), a dangling or a
-    looping link is refused with an :class:`UnsafeLinkError` naming it, and nothing is installed.
-    The new folder gets the umask's permissions, as files do.
+    looping link is refused with an :class:`UnsafeLinkError` naming it, and nothing is installed;
+    so is a hard link whose file has a name outside ``src``. The new folder gets the umask's permissions, as files do.
     """
     import fnmatch
 
     root = src.resolve()
+    inside = _names_inside(root)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     old = None
@@ -444,7 +470,7 @@ def _install_folder(src: Path, dest: Path, patterns: list[str] | None = None) ->
                                           "followed out of a repository; nothing was pulled)")
                 origin = target
             if origin.is_file():
-                _copy_regular(origin, tmp / p.name)
+                _copy_regular(origin, tmp / p.name, inside)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.{os.getpid()}.old")
             if old.exists():

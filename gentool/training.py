@@ -520,7 +520,22 @@ class _Fit:
             raise CheckpointError(f"{path} holds weights only, no training state to resume from (use a run's last.safetensors)")
         ckpt.load_into(self.modules)
         tensors = {k[len(TRAIN_PREFIX):]: v for k, v in ckpt.tensors(TRAIN_PREFIX).items()}
-        state = unpack_state(ckpt.meta["train_state"], tensors)
+        try:
+            self._apply_state(unpack_state(ckpt.meta["train_state"], tensors), path)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, OverflowError) as exc:
+            # A file from elsewhere, or one a tool rewrote: its weights may load, its training state not.
+            detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"{path}: its training state is damaged ({detail}); resume from another "
+                                  f"last.safetensors or start a new run") from None
+        self.last_metrics = ckpt.metrics
+
+    def _apply_state(self, state: Any, path: Path) -> None:
+        """Put a checkpoint's unpacked training state back: optimizers, schedulers, task, position,
+        and (checked now, set at the first batch) the random streams."""
+        if not isinstance(state, dict):
+            raise ValueError("the training state is not a table")
         for name, opt in self.optimizers.items():
             if name not in state["optimizers"]:
                 raise CheckpointError(f"{path} has no state for optimizer {name!r}")
@@ -532,16 +547,24 @@ class _Fit:
             self.scaler.load_state_dict(state["scaler"])
         self.task.load_extra_state(_to_device(state.get("task") or {}, self.device))
         pos = state["position"]
-        self.position = [int(pos["epoch"]), int(pos["batch"])]
-        self.step = int(pos["step"])
-        self.best_value = state.get("best")
-        self.last_metrics = ckpt.metrics
+        position = [int(pos["epoch"]), int(pos["batch"])]
+        step = int(pos["step"])
+        if min(position + [step]) < 0:
+            raise ValueError(f"negative position {position}, step {step}")
+        self.position, self.step = position, step
+        best = state.get("best")
+        if best is not None and not isinstance(best, (int, float)):
+            raise ValueError(f"best value {str(best)[:40]!r} is not a number")
+        self.best_value = best
         partial = state.get("epoch_losses") or {}
         if self.position[1] > 0:  # mid-epoch: the steps before the stop count toward this epoch's means
             self.sums = {k: float(v) for k, v in (partial.get("sums") or {}).items()}
             self.counts = {k: int(v) for k, v in (partial.get("counts") or {}).items()}
+        rng = state["rng"]
+        with _rng_untouched(self.device):  # a stream that cannot be set is found now, not mid-run
+            _set_rng_state(rng, self.device)
         # Set after the batches already trained are skipped (they may draw random numbers).
-        self.pending_rng = state["rng"] if self.world.is_main else None
+        self.pending_rng = rng if self.world.is_main else None
 
     def tidy_run_folder(self) -> None:
         """Remove temporary files a killed process left, and log records past the restored step."""

@@ -241,3 +241,89 @@ def test_good_gan_checkpoint_still_samples(workdir):
     res = _sample_capped(path, workdir / "s")
     assert res.returncode == 0, res.stderr[-2000:]
     assert any((workdir / "s").glob("*.png"))
+
+
+# -- training state: a resume from a file whose weights load but whose state does not ---------------
+def _rewrite_train_state(path, change) -> None:
+    """Rewrite ``path`` with ``change(train_state_document)`` as its training state (weights kept)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    doc = json.loads(meta["gentool"])
+    doc["train_state"] = change(doc["train_state"])
+    save_file(tensors, str(path), metadata={**meta, "gentool": json.dumps(doc)})
+
+
+def _state(doc: dict) -> dict:
+    return doc["__dict__"]
+
+
+def _missing_tensor(doc):
+    _state(doc)["position"]["__dict__"]["step"] = {"__tensor__": "/no/such/tensor"}
+    return doc
+
+
+def _step_as_word(doc):
+    _state(doc)["position"]["__dict__"]["step"] = "ten"
+    return doc
+
+
+def _negative_batch(doc):
+    _state(doc)["position"]["__dict__"]["batch"] = -4
+    return doc
+
+
+def _python_rng_garbage(doc):
+    _state(doc)["rng"]["__dict__"]["python"] = {"__tuple__": [3, [1, 2], None]}
+    return doc
+
+
+def _optimizer_without_groups(doc):
+    for opt in _state(doc)["optimizers"]["__dict__"].values():
+        opt["__dict__"].pop("param_groups")
+    return doc
+
+
+def _optimizer_state_for_other_params(doc):
+    for opt in _state(doc)["optimizers"]["__dict__"].values():
+        for group in opt["__dict__"]["param_groups"]:
+            group["__dict__"]["params"] = [0]
+    return doc
+
+
+DAMAGED_STATE = {
+    "state a number": (lambda doc: 5, "not a table"),
+    "state a bare table": (lambda doc: {"optimizers": {}}, "unknown form"),
+    "__dict__ a list": (lambda doc: {"__dict__": [1, 2]}, "a table was expected"),
+    "tensor the file lacks": (_missing_tensor, "does not hold"),
+    "step as a word": (_step_as_word, "ten"),
+    "negative batch": (_negative_batch, "negative position"),
+    "python random state garbage": (_python_rng_garbage, "damaged"),
+    "optimizer without param_groups": (_optimizer_without_groups, "damaged"),
+    "optimizer state for other parameters": (_optimizer_state_for_other_params, "damaged"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_STATE))
+def test_damaged_training_state_is_refused_on_resume(toy_registry, workdir, case):
+    """``resume`` of a run whose ``last.safetensors`` has weights that load but a training state
+    that does not (a file a tool rewrote, or a stranger's): a CheckpointError naming the file."""
+    import gentool
+
+    run = gentool.train("toy", epochs=1, quiet=True, name="r")
+    change, expect = DAMAGED_STATE[case]
+    _rewrite_train_state(run.last, change)
+    with pytest.raises(CheckpointError, match="training state is damaged") as info:
+        gentool.train("toy", epochs=2, resume="r", quiet=True)
+    assert expect in str(info.value) and "last.safetensors" in str(info.value)
+
+
+def test_damaged_training_state_through_the_real_cli(toy_env, workdir):
+    """The same, as a user's shell sees it: one line, exit 1, never the catch-all."""
+    gentool("train", "toy", "--epochs", "1", "--name", "r", "-q", env=toy_env, check=True)
+    _rewrite_train_state(workdir / "runs" / "toy" / "r" / "last.safetensors", _missing_tensor)
+    res = gentool("train", "toy", "--epochs", "2", "--resume", "r", "-q", env=toy_env, timeout=120)
+    _one_line_error(res, "training state is damaged")

@@ -124,6 +124,34 @@ def test_a_link_inside_the_repository_is_copied_as_its_file(local_hub, tmp_path)
     assert sorted(p.name for p in pulled.parent.iterdir()) == ["config.json", "model.safetensors"]
 
 
+def test_a_hard_link_to_a_file_outside_is_refused(local_hub, tmp_path):
+    """A hard link has no target to resolve: the file's name count gives it away (a name outside)."""
+    from gentool.hub import pull
+
+    folder = local_hub / "evil" / "hard"
+    gentool_weights(folder / "model.safetensors")
+    try:
+        os.link(tmp_path / "secret", folder / "config.json")
+    except OSError as exc:
+        pytest.skip(f"this file system makes no hard links: {exc}")
+    with pytest.raises(GentoolError, match=r"config\.json: a hard link") as err:
+        pull("evil/hard")
+    assert "\n" not in str(err.value)
+    assert SECRET not in cached_bytes(tmp_path / "cache")
+    assert not (tmp_path / "cache" / "hub" / "evil" / "hard").exists()
+
+
+def test_hard_links_within_the_repository_are_fine(local_hub, tmp_path):
+    from gentool.hub import pull
+
+    folder = local_hub / "me" / "hardin"
+    gentool_weights(folder / "versions" / "v2.safetensors")
+    os.link(folder / "versions" / "v2.safetensors", folder / "model.safetensors")
+    pulled = pull("me/hardin")
+    assert pulled.read_bytes() == (folder / "versions" / "v2.safetensors").read_bytes()
+    assert pulled.stat().st_nlink == 1  # the cache holds a copy, not another name
+
+
 def test_pulled_folders_get_the_umask_permissions(local_hub, tmp_path):
     from gentool.hub import pull
 
