@@ -70,6 +70,25 @@ def test_bad_config_file_values_are_one_line_like_flags(toy_registry, workdir, t
     assert not list((workdir / "runs" / "toy").glob("*")) if (workdir / "runs" / "toy").exists() else True
 
 
+def test_a_training_that_fails_inside_the_plugin_leaves_no_run_folder(toy_registry, workdir, monkeypatch):
+    """The run folder (config.toml, lock) is made before the plugin trains: a failure there removes
+    it, so ``runs/`` holds no empty run; an existing run that fails on resume keeps its files."""
+    import gentool as api
+    from gentool.errors import DataError
+
+    def broken(task, job):
+        raise DataError("the data went away")
+
+    api.train("toy", epochs=1, quiet=True, name="kept")
+    monkeypatch.setattr(api, "fit", broken)
+    with pytest.raises(DataError, match="went away"):
+        api.train("toy", epochs=1, quiet=True, name="doomed")
+    assert sorted(p.name for p in (workdir / "runs" / "toy").iterdir()) == ["kept"]
+    with pytest.raises(DataError):
+        api.train("toy", epochs=2, quiet=True, resume="kept")
+    assert (workdir / "runs" / "toy" / "kept" / "last.safetensors").exists()
+
+
 def test_output_that_cannot_be_written_is_one_line(toy_env, workdir):
     gentool("train", "toy", "--epochs", "1", "-q", env=toy_env, check=True)
     (workdir / "afile").write_text("x")

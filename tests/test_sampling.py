@@ -142,3 +142,22 @@ def test_the_cli_writes_in_chunks_with_progress(toy_env, workdir):
     assert "drew 40 samples in 3 chunks" in res.stderr and "40/40 samples" in res.stderr
     assert "wrote 40 images and grid.png to many" in res.stdout
     assert len(list((workdir / "many").glob("0*.png"))) == 40
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS])
+def test_an_unwritable_output_is_one_line(toy_model, workdir, monkeypatch, code):
+    """A read-only folder or file system (which root, running these tests, cannot be shown for
+    real): the error names the folder and the reason, never the catch-all."""
+    import os
+
+    real_mkdir = Path.mkdir
+
+    def refuse(self, *args, **kwargs):
+        if self.name == "ro":
+            raise OSError(code, os.strerror(code), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(GentoolError, match=rf"cannot write samples to .*ro: {os.strerror(code)}") as err:
+        toy_model.save_samples(5, workdir / "ro")
+    assert "\n" not in str(err.value)
