@@ -40,6 +40,7 @@ _EXPORTS: dict[str, str] = {
     "ModelSpec": "gentool.api", "DatasetSpec": "gentool.api", "TrainOptions": "gentool.api",
     "TrainJob": "gentool.api", "SampleJob": "gentool.api", "SampleResult": "gentool.api",
     "EvaluateJob": "gentool.api", "EvaluateResult": "gentool.api", "NoOptions": "gentool.api",
+    "DiscriminateJob": "gentool.api",
     # the training harness
     "Task": "gentool.training", "StepContext": "gentool.training", "TrainResult": "gentool.training",
     "fit": "gentool.training", "seed_everything": "gentool.training",

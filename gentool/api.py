@@ -39,7 +39,9 @@ class ModelSpec:
     (``gentool sample MODEL --help`` lists the fields; ``--label 3`` and ``m.sample(label=3)`` fill
     them; a mistyped flag or bad value is refused before the hook runs). The older form, a dict of
     flag name to help text, still works: the hook then gets the flags as a dict of strings.
-    ``None`` leaves the flags unchecked.
+    ``None`` leaves the flags unchecked. ``next_steps`` is what ``gentool train`` suggests running
+    once training is done (default ``gentool sample NAME -n 16 | gentool evaluate NAME``): a model
+    used through a verb of its own says so (``gentool detect IMAGE``).
     ``plugin`` and ``plugin_version`` are filled in by the core from the registering plugin.
     """
 
@@ -57,6 +59,7 @@ class ModelSpec:
     sample_options: type | dict[str, str] | None = None
     evaluate_options: type | dict[str, str] | None = None
     finetune_options: dict[str, str] | None = None
+    next_steps: str | None = None
     plugin: str = ""
     plugin_version: str = ""
 
@@ -179,6 +182,17 @@ class SampleResult:
     texts: list[str] | None = None
     nrow: int | None = None
     files: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class DiscriminateJob:
+    """What ``gentool_discriminate`` receives: images in ``[0, 1]`` of the checkpoint's shape."""
+
+    spec: ModelSpec
+    checkpoint: "Checkpoint"
+    images: "torch.Tensor"
+    device: "torch.device"
+    labels: "torch.Tensor | None" = None
 
 
 @dataclass

@@ -197,7 +197,8 @@ def train(
         con.print(f"run folder: {result.dir}", markup=False)
         if result.best:
             con.print(f"best checkpoint: {result.best}", markup=False)
-        con.print(f"next: gentool sample {model} -n 16   |   gentool evaluate {model}", markup=False)
+        hint = spec.next_steps or f"gentool sample {model} -n 16   |   gentool evaluate {model}"
+        con.print(f"next: {hint}", markup=False)
 
 
 def _finetune_flags(ctx: typer.Context, spec: Any) -> dict[str, str]:

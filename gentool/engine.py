@@ -300,6 +300,44 @@ class Model:
                               f"memory (half of {format_bytes(have)} is the limit): write them in chunks with "
                               f"Model.save_samples(n, out) (what `gentool sample` does)")
 
+    def discriminate(self, images: "torch.Tensor", labels: "torch.Tensor | None" = None, *,
+                     batch_size: int = 256) -> "torch.Tensor":
+        """The model's discriminator's logits ``[N]`` (higher: "real") for ``images``, uint8 or float
+        in ``[0, 1]``, ``[N, C, H, W]`` of the checkpoint's image shape; ``labels`` for a
+        conditional discriminator. For models whose plugin implements ``gentool_discriminate``
+        (the GANs); others are refused in one line."""
+        import torch
+
+        from gentool.api import DiscriminateJob
+
+        reg = _registry()
+        if not reg.implements("gentool_discriminate", self.spec.plugin):
+            raise ConfigError(f"{self.name} has no discriminator to score images with (plugin {self.spec.plugin!r} "
+                              "implements no gentool_discriminate)")
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            raise ConfigError(f"discriminate takes a tensor [N, C, H, W], got {type(images).__name__}"
+                              f"{list(images.shape) if isinstance(images, torch.Tensor) else ''}")
+        shape = list(self.checkpoint.data.get("shape") or [])
+        if shape and list(images.shape[1:]) != shape:
+            raise ConfigError(f"{self.name}'s discriminator takes images of shape {shape}, got {list(images.shape[1:])}")
+        x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        if x.numel() and (x.min() < 0 or x.max() > 1 or not torch.isfinite(x).all()):
+            raise ConfigError("discriminate takes float images in [0, 1] (or uint8)")
+        if labels is not None and (labels.ndim != 1 or len(labels) != len(x)):
+            raise ConfigError(f"labels must be one per image ([{len(x)}]), got {list(labels.shape)}")
+        out = []
+        with _caller_state_kept(), torch.no_grad():
+            for s in range(0, len(x), batch_size):
+                y = labels[s: s + batch_size] if labels is not None else None
+                job = DiscriminateJob(spec=self.spec, checkpoint=self.checkpoint, images=x[s: s + batch_size],
+                                      device=self.device, labels=y)
+                z = reg.call("gentool_discriminate", self.spec, job=job)
+                if not isinstance(z, torch.Tensor) or z.shape != (len(job.images),):
+                    raise PluginError(f"plugin {self.spec.plugin!r} returned {type(z).__name__} from "
+                                      f"gentool_discriminate, not a tensor of {len(job.images)} logits")
+                out.append(z.detach().float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
     def evaluate(self, *, data: str | None = None, split: str | None = None, n: int = 2000, seed: int = 0,
                  features: str | None = None, save: bool = True, options: Mapping[str, Any] | None = None,
                  quiet: bool = False, **model_options: Any) -> Evaluation:

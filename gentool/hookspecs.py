@@ -37,7 +37,10 @@ import pluggy
 if TYPE_CHECKING:  # only for type checkers: keeps this module free of heavy imports
     import typer
 
-    from gentool.api import DatasetSpec, EvaluateJob, EvaluateResult, ModelSpec, SampleJob, SampleResult, TrainJob
+    import torch
+
+    from gentool.api import (DatasetSpec, DiscriminateJob, EvaluateJob, EvaluateResult, ModelSpec, SampleJob,
+                             SampleResult, TrainJob)
 
 hookspec = pluggy.HookspecMarker("gentool")
 
@@ -118,4 +121,18 @@ def gentool_evaluate(model: str, job: "EvaluateJob") -> "EvaluateResult | None":
     sampler) and ``warnings`` (sentences the user must see). A flat dict (the gentool 0.1 form) is
     still accepted. Use :mod:`gentool.metrics` for Fréchet distance, KID, precision/recall and
     density/coverage so every plugin reports them alike.
+    """
+
+
+@hookspec(firstresult=True)
+def gentool_discriminate(model: str, job: "DiscriminateJob") -> "torch.Tensor | None":
+    """Score ``job.images`` with the discriminator stored in ``job.checkpoint`` (firstresult; optional).
+
+    For GANs whose checkpoints keep their discriminator: return a float tensor ``[N]`` of logits,
+    higher meaning "real". ``job.images`` is a float tensor ``[N, C, H, W]`` in ``[0, 1]`` of the
+    checkpoint's image shape (the core checks it), ``job.labels`` the classes for a conditional
+    discriminator (or ``None``), ``job.device`` where to run. This is what lets another plugin
+    (the fake-image detector) use a GAN's discriminator as a baseline without importing the GAN's
+    plugin: ``gentool.load(checkpoint).discriminate(images)``. A model without a usable
+    discriminator raises :class:`gentool.errors.ConfigError` saying so.
     """

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from gentool.api import DatasetSpec
 
 GROUP = "gentool"
-ROUTED_HOOKS = ("gentool_train", "gentool_sample", "gentool_evaluate")
+ROUTED_HOOKS = ("gentool_train", "gentool_sample", "gentool_evaluate", "gentool_discriminate")
 
 
 @dataclass
@@ -155,6 +155,10 @@ class Registry:
         for m in info.models:
             self.models.pop(m, None)
         info.models = []
+
+    def implements(self, hook: str, plugin_name: str) -> bool:
+        """Whether plugin ``plugin_name`` implements ``hook`` (an optional routed hook, say)."""
+        return bool(self._impls(hook, plugin_name))
 
     def _impls(self, hook: str, plugin_name: str) -> list[Any]:
         caller = getattr(self.pm.hook, hook)

@@ -562,3 +562,9 @@ def test_busy_machine_note_only_for_a_person_at_a_terminal(monkeypatch):
     assert busy_machine_note(2) is None  # a count was chosen
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     assert busy_machine_note(None) is None  # logs and pipes: scripts read stderr unchanged
+
+
+def test_discriminate_is_refused_for_a_model_without_the_hook(toy):
+    m = gentool.train("toy", epochs=1, quiet=True).load()
+    with pytest.raises(gentool.ConfigError, match="toy has no discriminator to score images with"):
+        m.discriminate(torch.rand(2, 1, 8, 8))

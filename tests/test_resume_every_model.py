@@ -21,6 +21,7 @@ MODELS = {
     "gan": ("gentool_gan", ["--set", "g_hidden=32", "--set", "d_hidden=32", "--set", "val_samples=0"]),
     "cgan": ("gentool_gan", ["--set", "g_hidden=32", "--set", "d_hidden=32", "--set", "val_samples=0"]),
     "dcgan": ("gentool_gan", ["--set", "g_width=8", "--set", "d_width=8", "--set", "val_samples=0"]),
+    "stylegan": ("gentool_gan", ["--set", "width=8", "--set", "max_width=16", "--set", "augment=ada", "--set", "val_samples=0"]),
     "gpt": ("gentool_gpt", ["--set", "n_layer=1", "--set", "n_head=2", "--set", "n_embd=16", "--set", "block_size=16",
                             "--set", "iters_per_epoch=12", "--set", "eval_tokens=256", "--set", "warmup_iters=2"]),
 }

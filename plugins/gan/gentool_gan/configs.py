@@ -128,3 +128,123 @@ class GANEvaluateOptions:
             raise ValueError("--cas-images must be at least 1")
         if self.cas_epochs is not None and self.cas_epochs < 1:
             raise ValueError("--cas-epochs must be at least 1")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-15"``, ``"1,5,9"`` or ``"0-3,10"`` -> the list of seeds (in order, repeats kept)."""
+    seeds: list[int] = []
+    for part in str(text).replace(" ", "").split(","):
+        lo, sep, hi = part.partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise ValueError(f"--seeds {text!r}: give seeds as 0-15, 1,5,9 or 0-3,10 (non-negative integers)")
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if b < a:
+            raise ValueError(f"--seeds {text!r}: the range {part} runs backwards")
+        if b - a + len(seeds) >= 100_000:
+            raise ValueError(f"--seeds {text!r}: at most 100,000 seeds")
+        seeds.extend(range(a, b + 1))
+    return seeds
+
+
+@dataclass
+class StyleGANConfig:
+    """StyleGAN2 (Karras et al. 2020) sized for the data, with ADA or DiffAugment for small data sets."""
+
+    z_dim: int = field(default=64, metadata={"help": "Size of the latent z."})
+    w_dim: int = field(default=64, metadata={"help": "Size of the intermediate latent w (the style vector)."})
+    map_layers: int = field(default=2, metadata={"help": "Layers of the mapping network z -> w (8 in the paper; 2 suits small data)."})
+    width: int = field(default=32, metadata={
+        "help": "Channels at the output resolution; they double at each halving of the side, up to max_width."})
+    max_width: int = field(default=128, metadata={"help": "Most channels of any layer, both networks."})
+    cond: bool = field(default=True, metadata={
+        "help": "Class-conditional when the data has labels (false: ignore the labels)."})
+    augment: Literal["auto", "ada", "diffaug", "none"] = field(default="auto", metadata={
+        "help": "What the discriminator sees augmented: ada (adaptive probability), diffaug (DiffAugment, always on), none; auto: ada below 30,000 training images, else none."})
+    ada_target: float = field(default=0.6, metadata={
+        "help": "ADA: target of r_t = E[sign(D(real))]; p rises while the discriminator is surer than this on real images."})
+    ada_kimg: float = field(default=20.0, metadata={
+        "help": "ADA: thousands of images over which p may move by 1 (500 in the paper's long runs; small budgets need faster)."})
+    ada_interval: int = field(default=4, metadata={"help": "ADA: steps between updates of p."})
+    r1_gamma: float | None = field(default=None, metadata={
+        "help": "R1 penalty weight on real images (default: 0.0002 * pixels / batch size, at least 0.01)."})
+    r1_every: int = field(default=16, metadata={"help": "Lazy regularisation: R1 every this many steps (1: every step)."})
+    style_mixing: float = field(default=0.9, metadata={"help": "Probability of style-mixing regularisation per training image."})
+    pl_weight: float = field(default=0.0, metadata={"help": "Path-length regularisation weight (0: off; 2 in the paper)."})
+    pl_every: int = field(default=4, metadata={"help": "Lazy path-length regularisation every this many steps."})
+    beta1: float = field(default=0.0, metadata={"help": "Adam beta1 of both optimizers."})
+    beta2: float = field(default=0.99, metadata={"help": "Adam beta2 of both optimizers."})
+    ema_decay: float = field(default=0.995, metadata={
+        "help": "Decay of the EMA generator used for sampling and evaluation (0: the raw generator)."})
+    w_avg_decay: float = field(default=0.995, metadata={"help": "Decay of the running mean of w (the truncation centre)."})
+    val_samples: int = field(default=1000, metadata={
+        "help": "EMA samples scored by Fréchet distance after each epoch to pick best.safetensors (0: no validation)."})
+
+    def __post_init__(self) -> None:
+        for name in ("z_dim", "w_dim", "map_layers", "width", "max_width", "ada_interval", "r1_every", "pl_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.max_width < self.width:
+            raise ValueError("max_width must be at least width")
+        if not 0 < self.ada_target < 1:
+            raise ValueError("ada_target must lie in (0, 1)")
+        if not self.ada_kimg > 0:
+            raise ValueError("ada_kimg must be positive")
+        if self.r1_gamma is not None and not self.r1_gamma >= 0:
+            raise ValueError("r1_gamma must be >= 0")
+        if not 0 <= self.style_mixing <= 1:
+            raise ValueError("style_mixing must lie in [0, 1]")
+        if not self.pl_weight >= 0:
+            raise ValueError("pl_weight must be >= 0")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError("beta1 and beta2 must lie in [0, 1)")
+        for name in ("ema_decay", "w_avg_decay"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must lie in [0, 1)")
+        if self.val_samples < 0 or 0 < self.val_samples < 10:
+            raise ValueError("val_samples must be 0 (off) or at least 10")
+
+
+#: The largest -n that --mix and --interpolate accept (they write one picture of the whole request).
+MAX_WHOLE_REQUEST = 1000
+
+
+@dataclass
+class StyleGANSampleOptions:
+    """``gentool sample stylegan`` flags (``m.sample(16, trunc=0.7, seeds="0-15")`` in Python)."""
+
+    trunc: float = field(default=1.0, metadata={
+        "help": "Truncation psi: w = w_avg + psi (w - w_avg); 1 none, 0.7 cleaner and less varied, 0 the average image."})
+    seeds: str | None = field(default=None, metadata={
+        "help": "One image per seed, image i from seed i whatever -n (0-15, 1,5,9 or 0-3,10)."})
+    label: str | None = field(default=None, metadata={
+        "help": "Conditional models: the class (id or name), or 'all' for one row of -n samples per class."})
+    mix: bool = field(default=False, metadata={
+        "help": "Write style_mixing.png: rows give the coarse styles, columns the fine ones (a side of sqrt(-n) or the seeds)."})
+    interpolate: bool = field(default=False, metadata={
+        "help": "Write a walk in w space through --keyframes random points or the --seeds: interpolation.gif, its -n frames as the samples."})
+    keyframes: int | None = field(default=None, metadata={
+        "help": "With --interpolate: random points the walk passes through (default 4)."})
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.trunc <= 1:
+            raise ValueError("--trunc must lie in [0, 1] (1: no truncation, 0: the average image)")
+        if self.seeds is not None:
+            parse_seeds(self.seeds)
+        if self.mix and self.interpolate:
+            raise ValueError("--mix and --interpolate are separate pictures: pass one of them")
+        if self.keyframes is not None and not self.interpolate:
+            raise ValueError("--keyframes only applies with --interpolate")
+        if self.keyframes is not None and self.keyframes < 2:
+            raise ValueError("--keyframes must be at least 2")
+
+
+@dataclass
+class StyleGANEvaluateOptions:
+    """``gentool evaluate stylegan`` flags."""
+
+    psis: tuple[float, ...] = field(default=(0.5, 0.7, 1.0), metadata={
+        "help": "Truncation values of the trade-off table (fd_psiX, precision_psiX, recall_psiX; empty: none)."})
+
+    def __post_init__(self) -> None:
+        if any(not 0 <= p <= 1 for p in self.psis):
+            raise ValueError("--psis must lie in [0, 1]")

@@ -16,13 +16,16 @@ from gentool import ConfigError, config_from_dict
 
 from gentool_gan.task import CONFIGS, generate, make_networks
 
+#: Frames of an ``--interpolate`` walk at most (a GIF of more is no picture anyone watches).
+MAX_FRAMES = 1000
+
 
 def load_generator(model: str, ckpt: Any, device: torch.device) -> tuple[nn.Module, Any, int | None, list[str] | None]:
     """The EMA generator of ``ckpt`` on ``device`` (eval mode), its config, class count and names."""
     cfg = config_from_dict(CONFIGS[model], ckpt.config)
     data = ckpt.data
     names = data.get("class_names")
-    num_classes = (ckpt.extra or {}).get("num_classes") if model == "cgan" else None
+    num_classes = (ckpt.extra or {}).get("num_classes") if model in ("cgan", "stylegan") else None
     if model == "cgan" and not num_classes:
         num_classes = data.get("num_classes") or (len(names) if names else None)
     with_d = any(k.startswith("d.") for k in ckpt.tensor_shapes)  # the discriminator is built too: check it
@@ -92,6 +95,10 @@ def write_gif(frames: list[torch.Tensor], path: Path, nrow: int, ms: int = 120) 
 
 def sample(model: str, job: Any) -> Any:
     """The ``gentool_sample`` hook body for ``model``."""
+    if model == "stylegan":
+        from gentool_gan.stylegan_sample import sample as sample_stylegan
+
+        return sample_stylegan(job)
     from gentool import SampleResult
 
     opts = job.options  # GANSampleOptions, parsed and checked by the core
@@ -107,6 +114,8 @@ def sample(model: str, job: Any) -> Any:
     conditional = model == "cgan"
 
     if interpolate:
+        if n > MAX_FRAMES:
+            raise ConfigError(f"--interpolate draws one walk of -n frames: at most {MAX_FRAMES}, got {n}")
         z = latent_walk(n, keyframes, cfg.z_dim, job.generator)
         classes = list(range(num_classes)) if label == "all" else [label if label is not None else 0] if conditional else [None]
         rows = []

@@ -21,9 +21,9 @@ import gentool
 from gentool import StepContext, Task
 
 from gentool_gan import losses
-from gentool_gan.configs import CGANConfig, DCGANConfig, GANConfig, MLPGANConfig
+from gentool_gan.configs import CGANConfig, DCGANConfig, GANConfig, MLPGANConfig, StyleGANConfig
 
-CONFIGS: dict[str, type] = {"gan": MLPGANConfig, "cgan": CGANConfig, "dcgan": DCGANConfig}
+CONFIGS: dict[str, type] = {"gan": MLPGANConfig, "cgan": CGANConfig, "dcgan": DCGANConfig, "stylegan": StyleGANConfig}
 #: Real training images whose features the per-epoch Fréchet distance compares against.
 VAL_REAL_IMAGES = 2000
 #: Seed of the fixed noise used by validate(), so epochs are scored on the same draws.
@@ -37,7 +37,7 @@ def make_networks(model: str, shape: tuple[int, int, int], num_classes: int | No
     """The generator and discriminator of ``model`` for images of ``shape`` (C, H, W)."""
     module = importlib.import_module(f"gentool_gan.{model}")
     g, d = module.build(tuple(shape), num_classes, cfg)
-    if cfg.spectral_norm:
+    if getattr(cfg, "spectral_norm", False):
         add_spectral_norm(d)
     return g, d
 
@@ -227,4 +227,8 @@ class GANTask(Task):
 
 def train(model: str, job: Any) -> Any:
     """The ``gentool_train`` hook body for ``model``."""
+    if model == "stylegan":
+        from gentool_gan.stylegan_train import train as train_stylegan
+
+        return train_stylegan(job)
     return gentool.fit(GANTask(model, job.config, job.data, job.options.lr), job)

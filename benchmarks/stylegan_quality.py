@@ -1,0 +1,155 @@
+"""StyleGAN against DCGAN on little data, under the same wall-clock budget.
+
+    python benchmarks/stylegan_quality.py [--minutes 20] [--seeds 3] [--n 2000] [--device cpu]
+                                          [--arms stylegan-ada,stylegan-none,dcgan]
+
+On the CIFAR-10 subset in ``../shared/data/cifar10-subset`` (4,000 training images, 32x32 colour;
+skipped with a message where it is absent) each arm trains through the real command line
+(``gentool train``) for ``--minutes`` of wall-clock time, then is stopped with SIGTERM (gentool
+saves the step it reached and exits 143), and its last checkpoint is scored with ``gentool
+evaluate --json -n N`` against the 1,000 test images:
+
+- ``stylegan-ada``: ``gentool train stylegan`` with its defaults (ADA, chosen for a data set this small);
+- ``stylegan-none``: the same with ``--set augment=none``, so the gain of ADA is measured;
+- ``dcgan``: ``gentool train dcgan`` with its defaults;
+- ``stylegan-small`` (only when asked for with ``--arms``): ADA, ``width=16``, ``max_width=64``.
+
+Per-epoch validation is on for every arm (the defaults), so it costs each arm alike. "FD" is the
+Fréchet distance in the offline ``gentool-cnn`` feature space of the data set (named in the output),
+not Inception FID; precision and recall are Kynkäänniemi et al.'s in that space. The table gives
+each seed's FD, the mean and standard deviation over seeds, and mean precision and recall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CIFAR = SHARED / "cifar10-subset"
+ARMS = {
+    "stylegan-ada": ["stylegan", "--set", "augment=ada"],
+    "stylegan-none": ["stylegan", "--set", "augment=none"],
+    "dcgan": ["dcgan"],
+    # not in the default set: half the default widths, about a quarter of the arithmetic per step
+    "stylegan-small": ["stylegan", "--set", "augment=ada", "--set", "width=16", "--set", "max_width=64"],
+}
+DEFAULT_ARMS = ["stylegan-ada", "stylegan-none", "dcgan"]
+
+
+def machine(device: str) -> str:
+    import torch
+
+    load = os.getloadavg()
+    where = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU only, no GPU used"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, OMP_NUM_THREADS="
+            f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, device {device} ({where}); "
+            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def gentool(args: list[str], env: dict[str, str]) -> str:
+    proc = subprocess.run([sys.executable, "-m", "gentool", *args], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"gentool {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def train_for(arm: str, seed: int, minutes: float, device: str, env: dict[str, str], runs: Path) -> Path:
+    """Train ``arm`` for ``minutes`` of wall clock, stop it with SIGTERM; its last checkpoint."""
+    model, *flags = ARMS[arm]
+    name = f"{arm}-s{seed}"
+    cmd = [sys.executable, "-m", "gentool", "train", model, "--data", str(CIFAR), "--epochs", "100000",
+           "--seed", str(seed), "--device", device, "--name", name, "-q", *flags]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.wait(timeout=minutes * 60)
+        _, err = proc.communicate()
+        raise SystemExit(f"{arm} stopped before its budget (exit {proc.returncode}):\n{err[-3000:]}")
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=600)
+    last = runs / model / name / "last.safetensors"
+    if proc.returncode != 143 or not last.exists():
+        raise SystemExit(f"{arm}: expected a SIGTERM save (exit 143), got {proc.returncode}:\n{err[-3000:]}")
+    return last
+
+
+def warm_extractor(env: dict[str, str]) -> str:
+    """Train (or load) the data set's gentool-cnn feature extractor before any clock starts: the
+    per-epoch validation of whichever arm ran first would otherwise pay for it within its budget."""
+    os.environ["GENTOOL_CACHE"] = env["GENTOOL_CACHE"]
+    import gentool
+    from gentool.metrics import get_extractor
+
+    return get_extractor(None, gentool.load_dataset(str(CIFAR), split="train")).name
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget of each arm and seed")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--n", type=int, default=2000, help="generated images scored per arm")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
+    args = ap.parse_args()
+    if not CIFAR.is_dir():
+        print(f"skipped: the CIFAR-10 subset is not at {CIFAR} (see ../shared/data/README)")
+        return
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = set(arms) - set(ARMS)
+    if unknown:
+        raise SystemExit(f"unknown arm(s) {sorted(unknown)}; choose from {list(ARMS)}")
+    tmp = Path(tempfile.mkdtemp(prefix="stylegan-bench-"))
+    runs = tmp / "runs"
+    env = {**os.environ, "GENTOOL_RUNS": str(runs), "GENTOOL_PLUGINS": "gan"}
+    env.setdefault("GENTOOL_CACHE", str(Path.home() / ".cache" / "gentool"))
+    env.setdefault("OMP_NUM_THREADS", "1")
+    print(f"machine: {machine(args.device)}")
+    print(f"feature extractor: {warm_extractor(env)} (trained once, cached in {env['GENTOOL_CACHE']})", flush=True)
+    print(f"budget: {args.minutes:g} min of training per arm and seed; {args.seeds} seed(s); {args.n} samples each "
+          f"against the {CIFAR.name} test split; runs in {runs}")
+    results: dict[str, list[dict]] = {a: [] for a in arms}
+    for seed in range(args.seeds):
+        for arm in arms:
+            t0 = time.perf_counter()
+            last = train_for(arm, seed, args.minutes, args.device, env, runs)
+            doc = json.loads(gentool(["evaluate", ARMS[arm][0], "-c", str(last), "--json", "-n", str(args.n),
+                                      "--seed", str(seed), "--device", args.device], env))
+            m = doc["metrics"]
+            m["step"] = doc.get("step")
+            m["features"] = doc["settings"].get("features")
+            m["augment"] = doc["settings"].get("augment", "-")
+            results[arm].append(m)
+            print(f"  {arm} seed {seed}: step {m['step']}, FD {m['fd']:.2f}, precision {m['precision']:.3f}, "
+                  f"recall {m['recall']:.3f}, augment {m['augment']} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    features = next((r[0]["features"] for r in results.values() if r), "?")
+    print(f"\nFD in {features} space (not Inception FID); {args.minutes:g} min per arm and seed\n")
+    print("| arm | steps | FD per seed | FD mean ± std | precision | recall |")
+    print("|---|---|---|---|---|---|")
+    for arm, rs in results.items():
+        fds = [r["fd"] for r in rs]
+        spread = statistics.stdev(fds) if len(fds) > 1 else 0.0
+        print(f"| {arm} | {' / '.join(str(r['step']) for r in rs)} | {' / '.join(f'{x:.2f}' for x in fds)} | "
+              f"{statistics.mean(fds):.2f} ± {spread:.2f} | {statistics.mean(r['precision'] for r in rs):.3f} | "
+              f"{statistics.mean(r['recall'] for r in rs):.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""gentool-detect: was this image generated? A calibrated fake-image detector for gentool."""

@@ -1,0 +1,181 @@
+"""``gentool sample cyclegan``, ``gentool evaluate cyclegan`` and ``gentool translate``.
+
+Samples: held-out source images (``testA``/``testB`` where the data has them) and their
+translations; ``compare.png`` puts each source above its translation. Evaluate, on held-out images
+of both domains: the Fréchet distance of the translations to the real images of the target domain
+(gentool-cnn features of the evaluation data), the same for the untranslated sources (the
+distance the model has to close), and the cycle reconstruction error (mean absolute error in
+[0, 1]) both ways.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gentool import config_from_dict
+
+from gentool_gan import cyclegan
+from gentool_gan.cyclegan_config import CycleGANConfig
+from gentool_gan.cyclegan_data import domain_images, held_out_names
+from gentool_gan.cyclegan_task import translate
+
+
+def load_generators(ckpt: Any, device: torch.device) -> tuple[dict[str, torch.nn.Module], CycleGANConfig, tuple[str, str]]:
+    """``{"a2b": g_ab, "b2a": g_ba}`` of a cyclegan checkpoint on ``device``, its config and domain names."""
+    cfg = config_from_dict(CycleGANConfig, ckpt.config)
+    shape = tuple(ckpt.data["shape"])
+
+    def networks() -> dict[str, torch.nn.Module]:
+        nets = cyclegan.build(shape, cfg)
+        return {k: v for k, v in nets.items() if k.startswith("g_") or any(t.startswith(k + ".") for t in ckpt.tensor_shapes)}
+
+    nets = ckpt.build(networks)
+    extra = ckpt.extra or {}
+    names = (str(extra.get("domain_a", "A")), str(extra.get("domain_b", "B")))
+    return {"a2b": nets["g_ab"].to(device).eval(), "b2a": nets["g_ba"].to(device).eval()}, cfg, names
+
+
+def _held_out(ckpt: Any, direction: str) -> torch.Tensor:
+    from gentool import load_dataset
+
+    data = ckpt.data
+    extra = ckpt.extra or {}
+    a, b = str(extra.get("domain_a")), str(extra.get("domain_b"))
+    kwargs = {"image_size": data["shape"][-1], "channels": data["shape"][0]}
+    try:
+        ref = load_dataset(data.get("name"), split="test", **kwargs)
+        ha, hb = held_out_names(ref, a, b)
+        domain_images(ref, ha if direction == "a2b" else hb)
+    except Exception:  # noqa: BLE001 - no test split, or not these domains in it: the training set
+        ref = load_dataset(data.get("name"), split="train", **kwargs)
+        ha, hb = held_out_names(ref, a, b)
+    return domain_images(ref, ha if direction == "a2b" else hb)
+
+
+def sample(job: Any) -> Any:
+    """The ``gentool_sample`` hook body for ``cyclegan``."""
+    from gentool import DataError, SampleResult, save_grid
+
+    nets, _, _ = load_generators(job.checkpoint, job.device)
+    direction = job.options.direction
+    try:
+        src = _held_out(job.checkpoint, direction)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"cyclegan samples translate images of {job.checkpoint.data.get('name')!r}, which cannot be "
+                        f"loaded here: {str(exc).splitlines()[0]}") from None
+    order = torch.randperm(len(src), generator=job.generator)
+    first = getattr(job, "first", 0)
+    idx = torch.cat([order] * (1 + (first + job.n) // len(src)))[first: first + job.n]
+    x = src[idx].float() / 255
+    out = translate(nets[direction], x, job.device)
+    files = []
+    if first == 0:
+        k = min(8, len(x))
+        files.append(save_grid(torch.cat([x[:k], out[:k]]), Path(job.out) / "compare.png", nrow=k))
+    return SampleResult(images=out, files=files)
+
+
+def evaluate(job: Any) -> Any:
+    """The ``gentool_evaluate`` hook body for ``cyclegan``."""
+    from gentool import EvaluateResult
+    from gentool.metrics import frechet_distance, get_extractor
+
+    nets, _, (a, b) = load_generators(job.checkpoint, job.device)
+    ha, hb = held_out_names(job.data, a, b)
+    real_a, real_b = domain_images(job.data, ha), domain_images(job.data, hb)
+    g = torch.Generator().manual_seed(job.seed)
+    real_a = real_a[torch.randperm(len(real_a), generator=g)[: job.n]].float() / 255
+    real_b = real_b[torch.randperm(len(real_b), generator=g)[: job.n]].float() / 255
+    fake_b, fake_a = translate(nets["a2b"], real_a, job.device), translate(nets["b2a"], real_b, job.device)
+    back_a, back_b = translate(nets["b2a"], fake_b, job.device), translate(nets["a2b"], fake_a, job.device)
+    ext = get_extractor(job.features, job.data, device=job.device)
+    fa, fb = ext.features(real_a), ext.features(real_b)
+    metrics = {
+        "fd_a2b": float(frechet_distance(fb, ext.features(fake_b))),
+        "fd_b2a": float(frechet_distance(fa, ext.features(fake_a))),
+        "fd_a_vs_b": float(frechet_distance(fa, fb)),
+        "cycle_l1_a": float((back_a - real_a).abs().mean()),
+        "cycle_l1_b": float((back_b - real_b).abs().mean()),
+    }
+    settings = {"domains": f"A = {ha} ({len(real_a)} images), B = {hb} ({len(real_b)} images) of {job.data.name}",
+                "split": f"{ha} and {hb}" + (" (held out)" if (ha, hb) != (a, b) or job.data_split == "test" else ""),
+                "features": getattr(ext, "name", str(ext)),
+                "fd_a_vs_b": "the distance between the real domains: what translation has to close"}
+    warnings = ["scored on training images: the data has no held-out images of these domains"] \
+        if (ha, hb) == (a, b) and job.data_split == "train" else []
+    return EvaluateResult(metrics=metrics, settings=settings, warnings=warnings)
+
+
+def run_translate(items: list[str], *, checkpoint: str | None, out: Path, direction: str, native: bool,
+                  device: str, as_json: bool = False) -> int:
+    """``gentool translate``: each image to the other domain, plus ``sheet.png``; the exit code."""
+    import gentool
+    from gentool import ConfigError, GentoolError, load_checkpoint, pick_device, save_grid
+
+    from gentool_gan.upscale import BadImage, find_images, read_image, write_image
+
+    if direction not in ("a2b", "b2a"):
+        raise ConfigError(f"--direction must be a2b or b2a, got {direction!r}")
+    files = find_images(items)
+    if not files:
+        raise ConfigError(f"no images found in {', '.join(items)}")
+    path = gentool.resolve_checkpoint("cyclegan", checkpoint)
+    ckpt = load_checkpoint(path, model="cyclegan")
+    dev = pick_device(device)
+    nets, _, names = load_generators(ckpt, dev)
+    g = nets[direction]
+    channels, side = int(ckpt.data["shape"][0]), int(ckpt.data["shape"][-1])
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GentoolError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    names = tuple(n[len("train"):] if names == ("trainA", "trainB") else n for n in names)  # A and B
+    target = names[1] if direction == "a2b" else names[0]
+    failed, pairs = 0, []
+    for f in files:
+        try:
+            x, alpha = read_image(f, channels, 1)
+            h, w = x.shape[-2:]
+            if not native:  # the scale the model was trained at: the shorter side to its side
+                k = side / min(h, w)
+                x = torch.nn.functional.interpolate(x, size=(max(4, round(h * k)), max(4, round(w * k))),
+                                                    mode="bilinear", antialias=True, align_corners=False)
+            ph, pw = -x.shape[-2] % 4, -x.shape[-1] % 4  # sides must divide by 4: pad by reflection, crop after
+            xp = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+            y = translate(g, xp, dev)[..., : x.shape[-2], : x.shape[-1]]
+            dest = out / f"{f.stem}_{target}.png"
+            write_image(y, alpha, 1, dest)
+        except BadImage as exc:
+            failed += 1
+            _say(as_json, {"file": str(f), "error": str(exc)}, f"error: {f}: {exc}", err=True)
+            continue
+        if len(pairs) < 8:
+            pairs.append((_square(x, side), _square(y, side)))
+        _say(as_json, {"file": str(f), "output": str(dest), "direction": direction, "size": [y.shape[-1], y.shape[-2]],
+                       "checkpoint": str(path)}, f"{f} -> {dest} ({names[0] if direction == 'a2b' else names[1]} to {target})")
+    if pairs:
+        sheet = save_grid(torch.stack([p[0] for p in pairs] + [p[1] for p in pairs]), out / "sheet.png", nrow=len(pairs))
+        if not as_json:
+            print(f"before/after sheet: {sheet}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _square(x: torch.Tensor, side: int) -> torch.Tensor:
+    """The centre square of ``x`` ``[1, C, H, W]`` at ``side`` pixels (for the before/after sheet)."""
+    h, w = x.shape[-2:]
+    m = min(h, w)
+    sq = x[..., (h - m) // 2: (h - m) // 2 + m, (w - m) // 2: (w - m) // 2 + m]
+    return torch.nn.functional.interpolate(sq, size=(side, side), mode="bilinear", antialias=True,
+                                           align_corners=False)[0].clamp(0, 1)
+
+
+def _say(as_json: bool, doc: dict, line: str, err: bool = False) -> None:
+    if as_json:
+        print(json.dumps(doc), flush=True)
+    else:
+        print(line, file=sys.stderr if err else sys.stdout, flush=True)

@@ -1,0 +1,62 @@
+"""The options of ``srgan`` (super-resolution GAN): training (``--set key=value``), and the flags of
+``gentool sample srgan`` and ``gentool evaluate srgan``. No torch here (imported at registration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SRGANConfig:
+    """SRGAN (Ledig et al. 2017): a residual generator with sub-pixel up-sampling, trained first on a
+    pixel loss (SRResNet), then adversarially with a feature (perceptual) loss."""
+
+    scale: int = field(default=2, metadata={"help": "Up-scaling factor: 2, 4 or 8 (low-resolution inputs are the data shrunk by it)."})
+    width: int = field(default=32, metadata={"help": "Channels of the generator's residual blocks."})
+    blocks: int = field(default=6, metadata={"help": "Residual blocks in the generator (16 in the paper)."})
+    d_width: int = field(default=32, metadata={"help": "Channels of the discriminator's first layer (doubling as it strides)."})
+    pixel_epochs: int | None = field(default=None, metadata={
+        "help": "Epochs of the pixel-loss stage (SRResNet) before the adversarial stage (default: half of --epochs)."})
+    adv_weight: float = field(default=1e-3, metadata={"help": "Weight of the adversarial loss in the second stage."})
+    feature_weight: float = field(default=0.1, metadata={
+        "help": "Weight of the feature (perceptual) loss: distance in the data's gentool-cnn conv features (no download)."})
+    pixel_weight: float = field(default=1.0, metadata={"help": "Weight of the pixel (MSE) loss in the second stage."})
+    patch: int = field(default=64, metadata={"help": "Side of the high-resolution training crops (whole images when smaller)."})
+    degrade: bool = field(default=False, metadata={
+        "help": "Train on realistic degradations (blur, noise, JPEG before and after shrinking), as Real-ESRGAN does."})
+    val_images: int = field(default=200, metadata={"help": "Held-out images scored (PSNR) after each epoch (0: none)."})
+
+    def __post_init__(self) -> None:
+        if self.scale not in (2, 4, 8):
+            raise ValueError("scale must be 2, 4 or 8")
+        if self.width < 1 or self.blocks < 0 or self.d_width < 1:
+            raise ValueError("width and d_width must be at least 1, blocks at least 0")
+        if self.pixel_epochs is not None and self.pixel_epochs < 0:
+            raise ValueError("pixel_epochs must be >= 0")
+        for name in ("adv_weight", "feature_weight", "pixel_weight"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0")
+        if self.patch < 2 * self.scale:
+            raise ValueError(f"patch must be at least {2 * self.scale} (twice the scale)")
+        if self.val_images < 0:
+            raise ValueError("val_images must be >= 0")
+
+
+@dataclass
+class SRGANSampleOptions:
+    """``gentool sample srgan`` flags: the samples are held-out images of the training data, shrunk
+    and restored (``compare.png`` shows low resolution, bicubic, srgan and the original)."""
+
+    stage: str = field(default="gan", metadata={"help": "Which generator: gan (adversarial stage) or pixel (SRResNet stage)."})
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("gan", "pixel"):
+            raise ValueError("--stage must be gan or pixel")
+
+
+@dataclass
+class SRGANEvaluateOptions:
+    """``gentool evaluate srgan`` flags."""
+
+    fd: bool = field(default=True, metadata={"help": "Also the Fréchet distance of each restored set to the originals."})

@@ -1,0 +1,170 @@
+"""Training ``srgan``: the pixel-loss stage (SRResNet), then the adversarial stage, in one run.
+
+Each step takes a batch of high-resolution images, crops a random ``patch`` when they are larger,
+makes the low-resolution inputs (:mod:`gentool_gan.degrade`) and trains the generator ``g``:
+
+- stage 1 (the first ``pixel_epochs``): mean squared error only, the PSNR-optimal SRResNet. ``g_pixel``
+  follows ``g`` through this stage and is then frozen: every later checkpoint holds both generators,
+  so ``gentool evaluate srgan`` compares the two stages from one file;
+- stage 2: the discriminator ``d`` learns to tell restored crops from real ones (non-saturating loss),
+  and ``g`` minimises ``pixel_weight * MSE + feature_weight * feature distance + adv_weight * adversarial``.
+  The feature (perceptual) distance is measured in the first two convolution stages of the data's
+  gentool-cnn extractor (trained once per data set and cached), so nothing is downloaded.
+
+After each epoch: PSNR of ``g`` on fixed training images, beside bicubic's on the same images.
+There is no "best" epoch (a PSNR-best would always be stage 1): sampling uses the last checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import gentool
+from gentool import StepContext, Task
+
+from gentool_gan import srgan
+from gentool_gan.degrade import make_low_res, shrink, upscale_bicubic
+
+#: Seed of the fixed images the per-epoch PSNR and the sample grid use.
+VAL_SEED = 1_2017
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of ``a`` against ``b`` (both in [0, 1], compared as 8-bit images)."""
+    qa, qb = (a.clamp(0, 1) * 255).round() / 255, (b.clamp(0, 1) * 255).round() / 255
+    mse = ((qa - qb) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(1.0 / mse)
+
+
+def crop_side(shape: tuple[int, ...], cfg: Any) -> int:
+    """The side of the training crops: ``patch``, or the images' side when smaller, a multiple of scale."""
+    side = min(cfg.patch, shape[-2], shape[-1])
+    return side - side % cfg.scale
+
+
+def check_size(shape: tuple[int, ...], cfg: Any) -> None:
+    side = min(shape[-2], shape[-1])
+    if side < 2 * cfg.scale:
+        raise gentool.ConfigError(f"images of {shape[-1]}x{shape[-2]} are too small for scale {cfg.scale}: "
+                                  f"srgan needs at least {2 * cfg.scale} pixels a side (--set scale=2, or --image-size)")
+
+
+class SRGANTask(Task):
+    """srgan: the two stages, the pixel generator kept, PSNR after each epoch."""
+
+    autocast = True
+
+    def __init__(self, cfg: Any, data: Any, lr: float, epochs: int) -> None:
+        check_size(tuple(data.shape), cfg)
+        self.cfg, self.data, self.lr = cfg, data, lr
+        self.g, self.d = srgan.build(tuple(data.shape), cfg)
+        self.g_pixel = srgan.SRGenerator(data.shape[0], cfg.width, cfg.blocks, cfg.scale).requires_grad_(False)
+        self.g_pixel.load_state_dict(self.g.state_dict())
+        self.pixel_epochs = cfg.pixel_epochs if cfg.pixel_epochs is not None else max(1, epochs // 2)
+        self.side = crop_side(tuple(data.shape), cfg)
+        self.monitor = None
+        self._features: nn.Module | None = None
+        g = torch.Generator().manual_seed(VAL_SEED)
+        n = min(cfg.val_images or 16, len(data))
+        self._val_idx = torch.randperm(len(data), generator=g)[:n]
+
+    # -- harness contract ------------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        return {"g": self.g, "d": self.d, "g_pixel": self.g_pixel}
+
+    def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"g": torch.optim.Adam(self.g.parameters(), lr=self.lr, betas=(0.9, 0.999)),
+                "d": torch.optim.Adam(self.d.parameters(), lr=self.lr, betas=(0.9, 0.999))}
+
+    def crop(self, x: torch.Tensor) -> torch.Tensor:
+        """A random ``side`` x ``side`` crop of the batch (one offset per batch, global stream)."""
+        h, w = x.shape[-2:]
+        if h == self.side and w == self.side:
+            return x
+        top = int(torch.randint(0, h - self.side + 1, ()))
+        left = int(torch.randint(0, w - self.side + 1, ()))
+        return x[..., top: top + self.side, left: left + self.side]
+
+    def training_step(self, batch: Any, ctx: StepContext) -> Mapping[str, Any]:
+        cfg = self.cfg
+        hr = self.crop(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        lr = make_low_res(hr, cfg.scale, cfg.degrade)
+        sr = self.g(lr)
+        pixel = F.mse_loss(sr.float(), hr.float())
+        if ctx.epoch < self.pixel_epochs:
+            ctx.step(pixel, "g")
+            with torch.no_grad():
+                torch._foreach_copy_(list(self.g_pixel.state_dict().values()), list(self.g.state_dict().values()))
+            return {"pixel": pixel.detach()}
+        d_loss = F.softplus(-self.d(hr)).mean() + F.softplus(self.d(sr.detach().clamp(0, 1))).mean()
+        ctx.step(d_loss, "d")
+        adv = F.softplus(-self.d(sr.clamp(0, 1))).mean()
+        loss = cfg.pixel_weight * pixel + cfg.adv_weight * adv
+        out: dict[str, Any] = {"pixel": pixel.detach(), "d_loss": d_loss.detach(), "g_adv": adv.detach()}
+        if cfg.feature_weight > 0:
+            feat = self.features()
+            distance = F.mse_loss(feat(sr.clamp(0, 1) * 2 - 1).float(), feat(hr * 2 - 1).float())
+            loss = loss + cfg.feature_weight * distance
+            out["feature"] = distance.detach()
+        ctx.step(loss, "g")
+        return out
+
+    def features(self) -> nn.Module:
+        """The first two convolution stages of the data's gentool-cnn extractor, frozen."""
+        if self._features is None:
+            import random
+
+            import numpy as np
+
+            from gentool.metrics import get_extractor
+
+            # Trained on first use, or read from the cache: either way the training streams must
+            # not move, or a resumed run (which finds it cached) would differ from a straight one.
+            py, npy = random.getstate(), np.random.get_state()
+            devices = [self.device.index or 0] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), torch.enable_grad():
+                ext = get_extractor(None, self.data, device=self.device)
+            random.setstate(py)
+            np.random.set_state(npy)
+            self._features = ext.net.body[:7].to(self.device).eval().requires_grad_(False)
+        return self._features
+
+    def val_images(self) -> torch.Tensor:
+        x = self.data.images[self._val_idx].float() / 255.0
+        return x[..., : x.shape[-2] - x.shape[-2] % self.cfg.scale, : x.shape[-1] - x.shape[-1] % self.cfg.scale]
+
+    @torch.no_grad()
+    def restore(self, lr: torch.Tensor, g: nn.Module | None = None) -> torch.Tensor:
+        net = g or self.g
+        was = net.training
+        net.eval()
+        out = torch.cat([net(b.to(self.device)).float().clamp(0, 1).cpu() for b in lr.split(64)])
+        net.train(was)
+        return out
+
+    def validate(self) -> dict[str, float]:
+        if not self.cfg.val_images:
+            return {}
+        hr = self.val_images()
+        lr = shrink(hr, self.cfg.scale)
+        return {"psnr": float(psnr(self.restore(lr), hr).mean()),
+                "psnr_bicubic": float(psnr(upscale_bicubic(lr, self.cfg.scale), hr).mean())}
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Rows of (bicubic, srgan, original) for fixed training images: the epoch's grid."""
+        hr = self.val_images()[:8]
+        lr = shrink(hr, self.cfg.scale)
+        rows = torch.stack([upscale_bicubic(lr, self.cfg.scale), self.restore(lr), hr], dim=1)
+        return rows.flatten(0, 1)
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {"scale": self.cfg.scale, "pixel_epochs": self.pixel_epochs, "sampler": "g"}
+
+
+def train(job: Any) -> Any:
+    """The ``gentool_train`` hook body for ``srgan``."""
+    return gentool.fit(SRGANTask(job.config, job.data, job.options.lr, job.options.epochs), job)

@@ -1,0 +1,181 @@
+"""``gentool upscale``: srgan applied to real images of any size and mode, tile by tile.
+
+A photo is processed in tiles of ``--tile`` input pixels, each read with a margin of the
+generator's receptive radius (:func:`gentool_gan.srgan.receptive_radius`) and cropped back to its
+core: every output pixel sees the same inputs as in one pass over the whole image, so the tiled
+result equals the untiled one (up to float rounding) and shows no seams, while memory stays that of
+one tile. Alpha is up-scaled by bicubic and put back. Each file gets one line; a bad file (corrupt,
+truncated, not an image, too large) gets its own error line and the others go on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: Largest input accepted, in pixels (Pillow's decompression-bomb guard is twice its default).
+MAX_INPUT_PIXELS = 40_000_000
+#: Largest output written, in pixels (a 4x up-scale of 16 MP is 256 MP: 768 MB of RGB).
+MAX_OUTPUT_PIXELS = 300_000_000
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+class BadImage(Exception):
+    """One file that cannot be up-scaled, with the reason in one line."""
+
+
+@torch.no_grad()
+def upscale_tiled(g: torch.nn.Module, lr: torch.Tensor, scale: int, tile: int, margin: int,
+                  device: torch.device) -> tuple[torch.Tensor, int]:
+    """``g`` over ``lr`` ``[1, C, H, W]`` in tiles of ``tile`` with ``margin`` context; the up-scaled
+    image ``[1, C, sH, sW]`` in [0, 1] on the CPU, and the number of tiles."""
+    _, c, h, w = lr.shape
+    out = torch.empty(1, c, h * scale, w * scale)
+    count = 0
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
+            ya, xa = max(0, y0 - margin), max(0, x0 - margin)
+            yb, xb = min(h, y1 + margin), min(w, x1 + margin)
+            sr = g(lr[..., ya:yb, xa:xb].to(device)).float().clamp(0, 1).cpu()
+            oy, ox = (y0 - ya) * scale, (x0 - xa) * scale
+            out[..., y0 * scale: y1 * scale, x0 * scale: x1 * scale] = \
+                sr[..., oy: oy + (y1 - y0) * scale, ox: ox + (x1 - x0) * scale]
+            count += 1
+    return out, count
+
+
+def find_images(items: list[str]) -> list[Path]:
+    """The files named, and the image files under the folders named (sorted), in order."""
+    found: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            found.append(p)
+    return found
+
+
+def read_image(path: Path, channels: int, scale: int) -> tuple[torch.Tensor, Any]:
+    """``path`` as a float tensor ``[1, channels, H, W]`` in [0, 1], and its alpha (a PIL image) or None."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise BadImage("no such file")
+    if not path.is_file():
+        raise BadImage("not a regular file")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if w * h > MAX_INPUT_PIXELS:
+                raise BadImage(f"{w}x{h} is too large: at most {MAX_INPUT_PIXELS:,} input pixels")
+            if w * h * scale * scale > MAX_OUTPUT_PIXELS:
+                raise BadImage(f"{w}x{h} up-scaled x{scale} would be {w * scale}x{h * scale}: "
+                               f"at most {MAX_OUTPUT_PIXELS:,} output pixels")
+            img.load()
+            alpha = None
+            if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+                alpha = img.convert("RGBA").getchannel("A")
+            rgb = img.convert("L" if channels == 1 else "RGB")
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise BadImage(f"refused as a decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt data
+        raise BadImage(f"cannot decode: {str(exc).splitlines()[0][:120]}") from None
+    import numpy as np
+
+    arr = torch.from_numpy(np.asarray(rgb).copy())
+    arr = arr[None] if arr.ndim == 2 else arr.permute(2, 0, 1)
+    return arr[None].float() / 255.0, alpha
+
+
+def write_image(x: torch.Tensor, alpha: Any, scale: int, path: Path) -> None:
+    from PIL import Image
+
+    from gentool import write_atomic
+
+    arr = (x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    if alpha is not None:
+        a = alpha.resize((img.width, img.height), Image.BICUBIC)
+        img = img.convert("LA" if img.mode == "L" else "RGBA")
+        img.putalpha(a)
+    import io
+
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    write_atomic(path, buf.getvalue())
+
+
+def run(items: list[str], *, checkpoint: str | None, out: Path, stage: str, tile: int, device: str,
+        as_json: bool = False) -> int:
+    """Up-scale every image named (see the module's docstring); the exit code."""
+    import gentool
+    from gentool import ConfigError, GentoolError, load_checkpoint, pick_device
+
+    from gentool_gan.srgan import receptive_radius
+    from gentool_gan.srgan_sample import load_generators
+
+    if stage not in ("gan", "pixel"):
+        raise ConfigError(f"--stage must be gan or pixel, got {stage!r}")
+    if tile < 8:
+        raise ConfigError(f"--tile must be at least 8 input pixels, got {tile}")
+    files = find_images(items)
+    if not files:
+        raise ConfigError(f"no images found in {', '.join(items)}")
+    path = gentool.resolve_checkpoint("srgan", checkpoint)
+    ckpt = load_checkpoint(path, model="srgan")
+    dev = pick_device(device)
+    nets, cfg = load_generators(ckpt, dev)
+    g = nets[stage]
+    channels = int(ckpt.data["shape"][0])
+    margin = receptive_radius(cfg.blocks, cfg.scale)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GentoolError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    failed = 0
+    used: set[str] = set()
+    for f in files:
+        try:
+            lr, alpha = read_image(f, channels, cfg.scale)
+            sr, tiles = upscale_tiled(g, lr, cfg.scale, tile, margin, dev)
+            name = f"{f.stem}_x{cfg.scale}.png"
+            k = 1
+            while name in used:  # two inputs of the same name from different folders
+                k += 1
+                name = f"{f.stem}_{k}_x{cfg.scale}.png"
+            used.add(name)
+            target = out / name
+            write_image(sr, alpha, cfg.scale, target)
+        except BadImage as exc:
+            failed += 1
+            _report(as_json, {"file": str(f), "error": str(exc)}, f"error: {f}: {exc}", err=True)
+            continue
+        except OSError as exc:
+            failed += 1
+            _report(as_json, {"file": str(f), "error": f"cannot write: {exc.strerror or exc}"},
+                    f"error: {f}: cannot write the result ({exc.strerror or exc})", err=True)
+            continue
+        h, w = lr.shape[-2:]
+        _report(as_json, {"file": str(f), "output": str(target), "input_size": [w, h],
+                          "output_size": [w * cfg.scale, h * cfg.scale], "tiles": tiles, "stage": stage,
+                          "checkpoint": str(path)},
+                f"{f} -> {target} ({w}x{h} -> {w * cfg.scale}x{h * cfg.scale}, {tiles} tile{'s' * (tiles != 1)})")
+    return 1 if failed else 0
+
+
+def _report(as_json: bool, doc: dict, line: str, err: bool = False) -> None:
+    if as_json:
+        print(json.dumps(doc), flush=True)
+    else:
+        print(line, file=sys.stderr if err else sys.stdout, flush=True)
