@@ -323,6 +323,11 @@ class Model:
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         if x.numel() and (x.min() < 0 or x.max() > 1 or not torch.isfinite(x).all()):
             raise ConfigError("discriminate takes float images in [0, 1] (or uint8)")
+        if labels is not None:
+            try:
+                labels = torch.as_tensor(labels)
+            except (TypeError, ValueError, RuntimeError):
+                raise ConfigError(f"labels must be a tensor of class indices, got {type(labels).__name__}") from None
         if labels is not None and (labels.ndim != 1 or len(labels) != len(x)):
             raise ConfigError(f"labels must be one per image ([{len(x)}]), got {list(labels.shape)}")
         out = []

@@ -22,6 +22,10 @@ MODELS = {
     "cgan": ("gentool_gan", ["--set", "g_hidden=32", "--set", "d_hidden=32", "--set", "val_samples=0"]),
     "dcgan": ("gentool_gan", ["--set", "g_width=8", "--set", "d_width=8", "--set", "val_samples=0"]),
     "stylegan": ("gentool_gan", ["--set", "width=8", "--set", "max_width=16", "--set", "augment=ada", "--set", "val_samples=0"]),
+    "srgan": ("gentool_gan", ["--set", "width=8", "--set", "blocks=1", "--set", "d_width=8", "--set", "val_images=20",
+                              "--set", "pixel_epochs=0"]),
+    "cyclegan": ("gentool_gan", ["--set", "domains=0,1", "--set", "width=8", "--set", "d_width=8",
+                                 "--set", "res_blocks=1", "--set", "pool_size=4"]),
     "gpt": ("gentool_gpt", ["--set", "n_layer=1", "--set", "n_head=2", "--set", "n_embd=16", "--set", "block_size=16",
                             "--set", "iters_per_epoch=12", "--set", "eval_tokens=256", "--set", "warmup_iters=2"]),
 }

@@ -86,7 +86,12 @@ def write(scorer, img: Image.Image, folder: Path, name: str) -> Path:
     if max(out.size) < 256:  # an 8x8 or 32x32 image is unreadable at its size
         k = max(1, 256 // max(out.size))
         out = out.resize((out.width * k, out.height * k), Image.Resampling.NEAREST)
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}.heatmap.png"
-    out.save(target)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        out.save(target)
+    except OSError as exc:  # a user's folder: one line, not a traceback
+        import gentool
+
+        raise gentool.GentoolError(f"--explain: cannot write {target}: {exc.strerror or exc}") from None
     return target

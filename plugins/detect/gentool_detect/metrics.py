@@ -88,8 +88,3 @@ def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
     return float(sum(r["count"] / total * abs(r["confidence"] - r["observed"])
                      for r in reliability(y, p, bins) if r["count"]))
 
-
-def summary(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float | None]:
-    """accuracy, auc, ap, eer and ece of probabilities ``p`` against labels ``y``."""
-    return {"accuracy": accuracy(y, p, threshold), "auc": auc(y, p), "ap": average_precision(y, p),
-            "eer": eer(y, p), "ece": ece(y, p)}

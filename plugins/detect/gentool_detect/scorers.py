@@ -106,7 +106,8 @@ class HFScorer:
             raise gentool.ConfigError("--model needs transformers: pip install 'gentool-detect[hf]'") from None
         try:
             self.processor = AutoImageProcessor.from_pretrained(ref)
-            self.model = AutoModelForImageClassification.from_pretrained(ref).eval()
+            # safetensors only: a pickled pytorch_model.bin is code that a user-given model could run
+            self.model = AutoModelForImageClassification.from_pretrained(ref, use_safetensors=True).eval()
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise gentool.ConfigError(f"--model {ref}: cannot load an image-classification model ({first})") from None

@@ -102,6 +102,13 @@ class DetectorTask(Task):
         self.calibration = calibrate(self.net, self.pool.take(self.parts["calib"]))
         return {"val_auc": score, "val_loss": loss, "val_select": score - 1e-7 * min(loss, 10.0), **self.calibration}
 
+    def extra_state(self) -> dict[str, Any]:
+        return {"calibration": dict(self.calibration)}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        # a checkpoint written after a resume, before the next validation, still says how it is calibrated
+        self.calibration = {k: float(v) for k, v in (state.get("calibration") or {}).items()}
+
     def checkpoint_meta(self) -> dict[str, Any]:
         return {"pool": pool_meta(self.pool), "source": self.source, "calibration": dict(self.calibration),
                 "input_size": int(self.pool.images.shape[-1]), "channels": int(self.pool.images.shape[1]),

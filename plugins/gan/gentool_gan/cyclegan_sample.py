@@ -10,7 +10,6 @@ distance the model has to close), and the cycle reconstruction error (mean absol
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -68,7 +67,8 @@ def sample(job: Any) -> Any:
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"cyclegan samples translate images of {job.checkpoint.data.get('name')!r}, which cannot be "
                         f"loaded here: {str(exc).splitlines()[0]}") from None
-    order = torch.randperm(len(src), generator=job.generator)
+    # one order for the whole request, so that chunks (job.first > 0) continue it instead of re-drawing
+    order = torch.randperm(len(src), generator=torch.Generator().manual_seed(job.seed))
     first = getattr(job, "first", 0)
     idx = torch.cat([order] * (1 + (first + job.n) // len(src)))[first: first + job.n]
     x = src[idx].float() / 255
@@ -117,7 +117,8 @@ def run_translate(items: list[str], *, checkpoint: str | None, out: Path, direct
     import gentool
     from gentool import ConfigError, GentoolError, load_checkpoint, pick_device, save_grid
 
-    from gentool_gan.upscale import BadImage, find_images, read_image, write_image
+    from gentool_gan.upscale import MAX_OUTPUT_PIXELS, BadImage, find_images, read_image, write_image
+    from gentool_gan.upscale import _report as _say
 
     if direction not in ("a2b", "b2a"):
         raise ConfigError(f"--direction must be a2b or b2a, got {direction!r}")
@@ -143,9 +144,16 @@ def run_translate(items: list[str], *, checkpoint: str | None, out: Path, direct
             h, w = x.shape[-2:]
             if not native:  # the scale the model was trained at: the shorter side to its side
                 k = side / min(h, w)
-                x = torch.nn.functional.interpolate(x, size=(max(4, round(h * k)), max(4, round(w * k))),
+                nh, nw = max(4, round(h * k)), max(4, round(w * k))
+                if nh * nw > MAX_OUTPUT_PIXELS:
+                    raise BadImage(f"{w}x{h} at the training scale would be {nw}x{nh}: at most "
+                                   f"{MAX_OUTPUT_PIXELS:,} pixels (crop it, or use --native)")
+                x = torch.nn.functional.interpolate(x, size=(nh, nw),
                                                     mode="bilinear", antialias=True, align_corners=False)
-            ph, pw = -x.shape[-2] % 4, -x.shape[-1] % 4  # sides must divide by 4: pad by reflection, crop after
+            # sides must divide by 4 and be at least 8 (two stride-2 stages, then 3x3 reflection padding
+            # and instance norm need 2 x 2): pad by replication, crop after
+            ph, pw = (max(8, x.shape[-2] + (-x.shape[-2] % 4)) - x.shape[-2],
+                      max(8, x.shape[-1] + (-x.shape[-1] % 4)) - x.shape[-1])
             xp = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
             y = translate(g, xp, dev)[..., : x.shape[-2], : x.shape[-1]]
             dest = out / f"{f.stem}_{target}.png"
@@ -153,6 +161,11 @@ def run_translate(items: list[str], *, checkpoint: str | None, out: Path, direct
         except BadImage as exc:
             failed += 1
             _say(as_json, {"file": str(f), "error": str(exc)}, f"error: {f}: {exc}", err=True)
+            continue
+        except OSError as exc:
+            failed += 1
+            _say(as_json, {"file": str(f), "error": f"cannot write: {exc.strerror or exc}"},
+                 f"error: {f}: cannot write the result ({exc.strerror or exc})", err=True)
             continue
         if len(pairs) < 8:
             pairs.append((_square(x, side), _square(y, side)))
@@ -173,9 +186,3 @@ def _square(x: torch.Tensor, side: int) -> torch.Tensor:
     return torch.nn.functional.interpolate(sq, size=(side, side), mode="bilinear", antialias=True,
                                            align_corners=False)[0].clamp(0, 1)
 
-
-def _say(as_json: bool, doc: dict, line: str, err: bool = False) -> None:
-    if as_json:
-        print(json.dumps(doc), flush=True)
-    else:
-        print(line, file=sys.stderr if err else sys.stdout, flush=True)

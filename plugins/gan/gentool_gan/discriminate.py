@@ -18,6 +18,8 @@ from gentool import ConfigError, config_from_dict
 def discriminate(model: str, job: Any) -> torch.Tensor:
     """The ``gentool_discriminate`` hook body for ``model``."""
     ckpt = job.checkpoint
+    if model not in ("gan", "cgan", "dcgan", "srgan"):
+        raise ConfigError(f"{model}'s discriminator cannot score images through gentool_discriminate yet")
     if not any(k.startswith("d.") for k in ckpt.tensor_shapes):
         raise ConfigError(f"this {model} checkpoint holds no discriminator (weights-only exports keep the generator)")
     shape = tuple(ckpt.data["shape"])
@@ -28,8 +30,6 @@ def discriminate(model: str, job: Any) -> torch.Tensor:
         cfg = config_from_dict(SRGANConfig, ckpt.config)
         d = ckpt.build(lambda: {"d": srgan.build(shape, cfg)[1]})["d"].to(job.device).eval()
         return d(job.images.to(job.device)).float().cpu()
-    if model not in ("gan", "cgan", "dcgan"):
-        raise ConfigError(f"{model}'s discriminator cannot score images through gentool_discriminate yet")
     from gentool_gan.task import CONFIGS, make_networks
 
     cfg = config_from_dict(CONFIGS[model], ckpt.config)

@@ -44,15 +44,6 @@ def restore(g: torch.nn.Module, lr: torch.Tensor, device: torch.device, batch: i
     return torch.cat([g(b.to(device)).float().clamp(0, 1).cpu() for b in lr.split(batch)]) if len(lr) else lr
 
 
-def held_out(job_data_loader: Any, fallback: Any) -> tuple[torch.Tensor, str]:
-    """High-resolution float images to restore: the test split when there is one, else ``fallback``."""
-    try:
-        data, split = job_data_loader("test"), "test"
-    except Exception:  # noqa: BLE001 - a data set without a test split
-        data, split = fallback, "train"
-    return data.images.float() / 255.0, split
-
-
 def _fit_scale(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return hr[..., : hr.shape[-2] - hr.shape[-2] % scale, : hr.shape[-1] - hr.shape[-1] % scale]
 
@@ -72,7 +63,8 @@ def sample(job: Any) -> Any:
                                channels=data["shape"][0])
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"srgan samples restore images of {data.get('name')!r}, which cannot be loaded here: {exc}") from None
-    order = torch.randperm(len(ref), generator=job.generator)
+    # one order for the whole request, so that chunks (job.first > 0) continue it instead of re-drawing
+    order = torch.randperm(len(ref), generator=torch.Generator().manual_seed(job.seed))
     first = getattr(job, "first", 0)
     idx = torch.cat([order] * (1 + (first + job.n) // len(ref)))[first: first + job.n]
     hr = _fit_scale(ref.images[idx].float() / 255.0, cfg.scale)

@@ -31,6 +31,8 @@ from gentool_gan.degrade import make_low_res, shrink, upscale_bicubic
 
 #: Seed of the fixed images the per-epoch PSNR and the sample grid use.
 VAL_SEED = 1_2017
+#: Training crops whose batch statistics become the generators' batch-norm running statistics.
+BN_CALIBRATION_IMAGES = 1024
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -132,6 +134,37 @@ class SRGANTask(Task):
             np.random.set_state(npy)
             self._features = ext.net.body[:7].to(self.device).eval().requires_grad_(False)
         return self._features
+
+    @torch.no_grad()
+    def before_checkpoint(self) -> None:
+        # Eval mode (validation, sampling, `gentool upscale`) normalises with the running statistics,
+        # which lag far behind the weights in a short run: after one epoch on the digits the eval-mode
+        # generator was 0.4 dB over bicubic where the same weights with batch statistics were 1.9 dB
+        # over. So before every checkpoint (every process, off the training RNG) both generators'
+        # statistics are recomputed as the plain average over fixed training crops.
+        n = min(BN_CALIBRATION_IMAGES, len(self.data))
+        idx = torch.randperm(len(self.data), generator=torch.Generator().manual_seed(VAL_SEED + 1))[:n]
+        hr = self.data.images[idx].float() / 255.0
+        top, left = (hr.shape[-2] - self.side) // 2, (hr.shape[-1] - self.side) // 2
+        hr = hr[..., top: top + self.side, left: left + self.side]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(VAL_SEED + 2)
+            lr = make_low_res(hr, self.cfg.scale, self.cfg.degrade)
+        for g in (self.g, self.g_pixel):
+            norms = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            momenta = [m.momentum for m in norms]
+            was = g.training
+            try:
+                for m in norms:
+                    m.reset_running_stats()
+                    m.momentum = None  # a cumulative average over the calibration batches
+                g.train()
+                for b in lr.split(256):
+                    g(b.to(self.device))
+            finally:
+                for m, momentum in zip(norms, momenta):
+                    m.momentum = momentum
+                g.train(was)
 
     def val_images(self) -> torch.Tensor:
         x = self.data.images[self._val_idx].float() / 255.0

@@ -64,7 +64,7 @@ def find_images(items: list[str]) -> list[Path]:
 
 def read_image(path: Path, channels: int, scale: int) -> tuple[torch.Tensor, Any]:
     """``path`` as a float tensor ``[1, channels, H, W]`` in [0, 1], and its alpha (a PIL image) or None."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not path.exists():
         raise BadImage("no such file")
@@ -79,9 +79,17 @@ def read_image(path: Path, channels: int, scale: int) -> tuple[torch.Tensor, Any
                 raise BadImage(f"{w}x{h} up-scaled x{scale} would be {w * scale}x{h * scale}: "
                                f"at most {MAX_OUTPUT_PIXELS:,} output pixels")
             img.load()
+            img = ImageOps.exif_transpose(img) or img  # a camera's rotation flag: the output has none
             alpha = None
             if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
                 alpha = img.convert("RGBA").getchannel("A")
+            if img.mode.startswith("I") or img.mode == "F":  # 16-bit, 32-bit, float: Pillow's convert clips
+                import numpy as np
+
+                a = np.nan_to_num(np.asarray(img, dtype=np.float64))
+                lo, hi = float(a.min()), float(a.max())
+                a = a / 257.0 if lo >= 0 and hi <= 65535 and img.mode != "F" else (a - lo) / max(hi - lo, 1e-12) * 255.0
+                img = Image.fromarray(np.rint(a).clip(0, 255).astype(np.uint8), "L")
             rgb = img.convert("L" if channels == 1 else "RGB")
     except BadImage:
         raise

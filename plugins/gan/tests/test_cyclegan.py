@@ -87,10 +87,13 @@ def test_sample_and_translate_answer_every_file(trained, tmp_path):
     with Image.open(tmp_path / "t" / "logo_B.png") as img:
         assert img.mode == "LA" and img.size == (16, 16)  # a grey model; the alpha kept
     assert (tmp_path / "t" / "sheet.png").exists()
-    res = gentool("translate", str(tmp_path / "photo.jpg"), "--native", "--json", "-o", str(tmp_path / "n"),
-                  env=env, cwd=base)
+    Image.fromarray(rng.integers(0, 256, (3, 5), dtype=np.uint8), "L").save(tmp_path / "tiny.png")
+    res = gentool("translate", str(tmp_path / "photo.jpg"), str(tmp_path / "tiny.png"), "--native", "--json", "-o",
+                  str(tmp_path / "n"), env=env, cwd=base)
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout.splitlines()[0])["size"] == [70, 45]  # any size: padded to a multiple of 4, cropped back
+    docs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert docs[0]["size"] == [70, 45]  # any size: padded to a multiple of 4, cropped back
+    assert docs[1]["size"] == [5, 3]  # smaller than the generator's reach: padded to 8, cropped back
 
 
 def test_cyclegan_resume_after_a_kill_is_exact(env, tmp_path):

@@ -178,3 +178,23 @@ def test_discriminate_through_the_core_uses_the_checkpoints_own_discriminator(tm
         gentool.load(path, device="cpu").discriminate(torch.rand(2, 3, 8, 8))
     with pytest.raises(gentool.ConfigError, match=r"in \[0, 1\]"):
         gentool.load(path, device="cpu").discriminate(x * 3)
+
+
+def test_upscale_reads_16_bit_images_and_applies_exif_rotation(env, tmp_path):
+    """A 16-bit grey PNG is scaled to 8 bits (as its 8-bit copy is), not clipped to white; a photo's
+    EXIF rotation is applied."""
+    ckpt = _srgan_checkpoint(tmp_path / "sr.safetensors", channels=1)
+    ramp = np.tile(np.linspace(0, 65535, 40), (24, 1)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    Image.fromarray(np.rint(ramp / 257.0).astype(np.uint8)).save(tmp_path / "eight.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to view
+    Image.new("L", (30, 20), 100).save(tmp_path / "turned.jpg", exif=exif)
+    res = gentool("upscale", str(tmp_path / "deep.png"), str(tmp_path / "eight.png"), str(tmp_path / "turned.jpg"),
+                  "-c", str(ckpt), "-o", "up", env=env)
+    assert res.returncode == 0, res.stderr
+    with Image.open(tmp_path / "up" / "deep_x2.png") as a, Image.open(tmp_path / "up" / "eight_x2.png") as b:
+        assert a.size == b.size == (80, 48)
+        assert np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max() <= 1
+    with Image.open(tmp_path / "up" / "turned_x2.png") as img:
+        assert img.size == (40, 60)  # shown upright: 20x30, then x2
