@@ -28,6 +28,9 @@ MODELS = {
     "gan": (["--epochs", "1", "--set", "val_samples=200"], ["-n", "300"], "fd"),
     "cgan": (["--epochs", "1", "--set", "val_samples=200"], ["-n", "300", "--cas", "false"], "class_faithfulness"),
     "dcgan": (["--epochs", "1", "--set", "val_samples=200", "--precision", "bf16"], ["-n", "300"], "fd"),
+    "stylegan": (["--epochs", "1", "--set", "val_samples=200"], ["-n", "300", "--psis", "1"], "fd"),
+    "srgan": (["--epochs", "2", "--set", "val_images=50"], ["-n", "300", "--fd", "false"], "psnr_pixel"),
+    "cyclegan": (["--epochs", "1", "--set", "domains=0,1"], ["-n", "100"], "cycle_l1_a"),
     "gpt": (["--epochs", "1", "--set", "iters_per_epoch=20"], [], None),
     "vae": (["--epochs", "2"], ["-n", "300"], None),
 }
