@@ -22,6 +22,25 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
+    """One feature-extractor folder for the whole session, and under xdist a share of the threads.
+
+    Tests isolate their runs and caches in temporary folders; the gentool-cnn extractors they
+    train (about 20 s each for the digits on a 2-core CPU) go to one session folder
+    (``GENTOOL_EXTRACTORS``, seen by the ``gentool`` subprocesses too), so each data set's is
+    trained once per session, not once per test. Tests of the extractor cache itself unset it.
+    """
+    if "GENTOOL_EXTRACTORS" not in os.environ:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="gentool-extractors-")
+        os.environ["GENTOOL_EXTRACTORS"] = folder
+        atexit.register(shutil.rmtree, folder, True)
+    _share_threads()
+
+
+def _share_threads() -> None:
     """Under ``pytest -n N`` give each worker ``cores // N`` torch threads (and its subprocesses).
 
     Without this every worker, and every ``gentool`` subprocess a test starts, uses all the cores:

@@ -57,7 +57,7 @@ _EXPORTS: dict[str, str] = {
     "flag_value": "gentool.config",
     # devices, processes, places
     "pick_device": "gentool.devices", "autocast": "gentool.devices", "launched_world": "gentool.distributed",
-    "cache_dir": "gentool.paths", "runs_dir": "gentool.paths",
+    "cache_dir": "gentool.paths", "runs_dir": "gentool.paths", "extractors_dir": "gentool.paths",
     # pictures
     "make_grid": "gentool.images", "save_grid": "gentool.images", "save_images": "gentool.images",
     # metrics (the whole package is gentool.metrics)

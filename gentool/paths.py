@@ -1,4 +1,4 @@
-"""Where gentool keeps things: the runs folder and the cache (both overridable by env)."""
+"""Where gentool keeps things: the runs folder, the cache and its feature extractors (each overridable by env)."""
 
 from __future__ import annotations
 
@@ -20,3 +20,14 @@ def cache_dir() -> Path:
         return Path(os.environ["GENTOOL_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "gentool"
+
+
+def extractors_dir() -> Path:
+    """Trained gentool-cnn feature extractors: ``$GENTOOL_EXTRACTORS``, else ``cache_dir()/extractors``.
+
+    A folder of its own lets several caches (a test suite's many, or a team's machines) share
+    extractors that take a minute or more to train; they are keyed by the data's fingerprint.
+    """
+    if os.environ.get("GENTOOL_EXTRACTORS"):
+        return Path(os.environ["GENTOOL_EXTRACTORS"])
+    return cache_dir() / "extractors"

@@ -251,12 +251,14 @@ def shapes_cache(tmp_path_factory):
     ds = FakeDataset(x, y, ["square", "plus", "ring"], "shapes")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GENTOOL_CACHE", str(cache))
+        mp.delenv("GENTOOL_EXTRACTORS", raising=False)  # the cache's own extractors/ folder is under test
         mp.setattr(features, "MIN_TRAIN_IMAGES", 6000)  # 32 epochs of 192 images: ~2 s
         ext = get_extractor(None, ds)
     return cache, ds, ext
 
 
 def test_default_extractor_is_cached_with_metadata(shapes_cache, monkeypatch):
+    monkeypatch.delenv("GENTOOL_EXTRACTORS", raising=False)
     cache, ds, first = shapes_cache
     files = list((cache / "extractors").glob("*.safetensors"))
     assert [f.name for f in files] == [f"{first.fingerprint}.safetensors"]
@@ -326,6 +328,7 @@ def test_cnn_training_is_deterministic():
 
 def test_unlabelled_data_trains_on_rotations(tmp_path, monkeypatch):
     monkeypatch.setenv("GENTOOL_CACHE", str(tmp_path))
+    monkeypatch.delenv("GENTOOL_EXTRACTORS", raising=False)
     monkeypatch.setattr(features, "MIN_TRAIN_IMAGES", 6000)
     # An asymmetric "L" in colour, so the rotation is recognisable.
     rng = np.random.default_rng(9)
@@ -437,6 +440,7 @@ def test_default_extractor_on_mnist_reaches_97_percent(tmp_path, monkeypatch):
     if not (MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file():
         pytest.skip(f"MNIST not found at {MNIST_DIR}")
     monkeypatch.setenv("GENTOOL_CACHE", str(tmp_path))
+    monkeypatch.delenv("GENTOOL_EXTRACTORS", raising=False)  # it times a training from scratch
     train = FakeDataset(
         torch.from_numpy(_read_idx(MNIST_DIR / "train-images-idx3-ubyte.gz").copy()).unsqueeze(1),
         torch.from_numpy(_read_idx(MNIST_DIR / "train-labels-idx1-ubyte.gz").astype(np.int64)),

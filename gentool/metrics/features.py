@@ -4,7 +4,8 @@ Two kinds ship with gentool:
 
 - ``gentool-cnn`` (default): a small CNN classifier trained once per reference data set on its
   labels (or, without labels, on predicting which of 4 rotations was applied), cached under
-  ``cache_dir()/extractors/<fingerprint>.safetensors``. Works offline and suits small or
+  ``extractors_dir()/<fingerprint>.safetensors`` (``$GENTOOL_EXTRACTORS``, else the cache's
+  ``extractors/``). Works offline and suits small or
   non-photographic data (MNIST, a user's folder) where ImageNet Inception features say little.
   Its name carries the data set and fingerprint, so its "FD" is never mistaken for FID.
 - ``inception``: the FID Inception-v3 from :mod:`gentool.metrics.inception`, with weights from a
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gentool.errors import GentoolError
-from gentool.paths import cache_dir
+from gentool.paths import extractors_dir
 
 if TYPE_CHECKING:
     from gentool.data import ImageDataset
@@ -302,7 +303,7 @@ class GentoolCNNExtractor(FeatureExtractor):
 
 
 def _cache_file(fingerprint: str) -> Path:
-    return cache_dir() / "extractors" / f"{fingerprint}.safetensors"
+    return extractors_dir() / f"{fingerprint}.safetensors"
 
 
 def _load_cached(path: Path, device: str | torch.device) -> GentoolCNNExtractor | None:

@@ -205,7 +205,7 @@ class GANTask(Task):
             from gentool.metrics import dataset_fingerprint, feature_stats, get_extractor
 
             fp = dataset_fingerprint(self.data.images, self.data.labels if (self.data.num_classes or 0) >= 2 else None)
-            if not (gentool.cache_dir() / "extractors" / f"{fp}.safetensors").exists():
+            if not (gentool.extractors_dir() / f"{fp}.safetensors").exists():
                 gentool.say(f"training the gentool-cnn feature extractor on {self.data.name} for validation "
                             "(once per data set, then cached)")
             with torch.enable_grad():  # validate() runs under no_grad; a first use trains the extractor
