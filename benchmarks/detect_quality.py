@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,25 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from common import SHARED, machine  # noqa: E402
 DATA = {"mnist": SHARED / "mnist", "cifar": SHARED / "cifar10-subset"}
 FULL = {"n_real": 6000, "gen_epochs": 5, "det_epochs": 8, "logo_epochs": 6}
 GAN_FAMILY = {"gan", "dcgan", "cgan", "stylegan"}
 
 
-def machine(device: str) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else "no GPU used"
-    load = os.getloadavg()
-    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}, "
-            f"device {device} ({gpu}); load average {load[0]:.2f}")
 
 
 def flag(ok: bool) -> str:
@@ -94,9 +80,9 @@ def main() -> None:
     os.environ.setdefault("GENTOOL_CACHE", str(work / "cache"))
     import gentool
     from gentool_detect import metrics
-    from gentool_detect.augment import gaussian_blur, jpeg, resize_back
     from gentool_detect.configs import DetectorConfig
     from gentool_detect.data import build_pool, split
+    from gentool_detect.evaluate import BLUR_SIGMA, JPEG_QUALITY, degraded, logo
     from gentool_detect.train import calibrate, fit_plain, logits_of
 
     budget = {"n_real": args.n_real, "gen_epochs": args.gen_epochs, "det_epochs": args.det_epochs,
@@ -150,23 +136,17 @@ def main() -> None:
 
     print("\n## Robustness (seen-generator detector, test part)")
     print("| degradation | AUC | accuracy |\n|---|---|---|")
-    x = test.images.float() / 255
-    for label, fn in (("none", lambda v: v), ("JPEG q75", lambda v: jpeg(v, 75)),
-                      ("Gaussian blur sigma 1", lambda v: gaussian_blur(v, 1.0)), ("0.5x resize and back", lambda v: resize_back(v, 0.5))):
-        zk = logits_of(net, fn(x))
+    for label, kind in (("none", None), (f"JPEG q{JPEG_QUALITY}", "jpeg75"), (f"Gaussian blur sigma {BLUR_SIGMA:g}", "blur"),
+                        ("0.5x resize and back", "resize05")):
+        zk = logits_of(net, test.images.float() / 255 if kind is None else degraded(test.images, kind))
         pk = 1 / (1 + np.exp(-(zk / cal["temperature"] + cal["bias"])))
         print(f"| {label} | {metrics.auc(y, zk):.4f} | {metrics.accuracy(y, pk):.4f} |")
 
     # -- leave one generator out, NPR against pixels
     print(f"\n## Leave-one-generator-out AUC ({args.logo_epochs} epochs per detector)")
     print("| left out | NPR | pixels |\n|---|---|---|")
-    table: dict[str, dict[str, float]] = {"npr": {}, "pixels": {}}
-    for inp in ("npr", "pixels"):
-        c = DetectorConfig(input=inp, width=args.width)
-        for i, g in enumerate(gens):
-            keep = np.nonzero((train.source != i).numpy())[0]
-            n = fit_plain(c, train.take(keep), args.logo_epochs, 1e-3, 64, 0, args.device).cpu()
-            table[inp][g] = auc_on(n, test, [-1, i])
+    table = {inp: logo(DetectorConfig(input=inp, width=args.width), pool, parts, args.logo_epochs, 1e-3, 64, 0,
+                       device=args.device) for inp in ("npr", "pixels")}
     for g in gens:
         print(f"| {g} | {table['npr'][g]:.4f} | {table['pixels'][g]:.4f} |")
     m_npr, m_pix = float(np.mean(list(table["npr"].values()))), float(np.mean(list(table["pixels"].values())))

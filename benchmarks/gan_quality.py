@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +28,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHARED, machine  # noqa: E402
+from common import gentool as run_gentool  # noqa: E402
 from gan_reference import bare_loop, build_dcgan  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DATA = {"mnist": SHARED / "mnist", "cifar": SHARED / "cifar10-subset"}
 
 
@@ -40,19 +39,10 @@ DEVICE = "cpu"  # set from --device: where every arm trains and generates
 
 
 def gentool(args: list[str], env: dict[str, str]) -> str:
-    args = [*args, "--device", DEVICE]
-    proc = subprocess.run([sys.executable, "-m", "gentool", *args], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"gentool {' '.join(args)} failed:\n{proc.stderr}")
-    return proc.stdout
+    """The command line, on the chosen device."""
+    return run_gentool([*args, "--device", DEVICE], env)
 
 
-def machine() -> str:
-    load = os.getloadavg()
-    gpu = torch.cuda.get_device_name() if DEVICE.startswith("cuda") else "no GPU used"
-    return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} thread(s), device {DEVICE} ({gpu}); "
-            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
 def cgan(data: Path, epochs: int, batch: int, n: int, env: dict[str, str]) -> None:
@@ -151,13 +141,13 @@ def main() -> None:
         runs = Path(tmp) / "runs"
         env = {**os.environ, "GENTOOL_RUNS": str(runs), "GENTOOL_PLUGINS": "gan",
                "OMP_NUM_THREADS": str(args.threads)}
-        print(f"machine: {machine()}")
+        print(f"machine: {machine(DEVICE)}")
         if args.only == "cgan-mnist":
             cgan(data, args.epochs or 5, args.batch_size, args.n, env)
         else:
             dcgan(data, args.epochs or (1 if which == "mnist" else 10), args.batch_size, args.n, env, runs, args.precision,
                   args.seeds)
-        print(f"after: {machine()}")
+        print(f"after: {machine(DEVICE)}")
 
 
 if __name__ == "__main__":

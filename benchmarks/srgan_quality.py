@@ -17,23 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from common import SHARED, gentool, machine  # noqa: E402
 
 
-def gentool(args: list[str], env: dict[str, str]) -> str:
-    proc = subprocess.run([sys.executable, "-m", "gentool", *args], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"gentool {' '.join(args)} failed:\n{proc.stderr}")
-    return proc.stdout
 
 
 def main() -> None:
@@ -48,9 +38,7 @@ def main() -> None:
         raise SystemExit(f"skipped: the CIFAR-10 subset is not at {data}")
     work = Path(tempfile.mkdtemp(prefix="srgan-bench-"))
     env = {**os.environ, "GENTOOL_RUNS": str(work / "runs"), "GENTOOL_CACHE": os.environ.get("GENTOOL_CACHE", str(work / "cache"))}
-    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "no GPU used"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, device {args.device} ({gpu}), "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    print(f"machine: {machine(args.device)}")
     rows = []
     for scale in args.scales:
         t0 = time.perf_counter()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -34,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from common import SHARED, gentool, machine  # noqa: E402
 CIFAR = SHARED / "cifar10-subset"
 ARMS = {
     "stylegan-ada": ["stylegan", "--set", "augment=ada"],
@@ -46,29 +45,8 @@ ARMS = {
 DEFAULT_ARMS = ["stylegan-ada", "stylegan-none", "dcgan"]
 
 
-def machine(device: str) -> str:
-    import torch
-
-    load = os.getloadavg()
-    where = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU only, no GPU used"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, OMP_NUM_THREADS="
-            f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, device {device} ({where}); "
-            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
-def gentool(args: list[str], env: dict[str, str]) -> str:
-    proc = subprocess.run([sys.executable, "-m", "gentool", *args], env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"gentool {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return proc.stdout
 
 
 def train_for(arm: str, seed: int, minutes: float, device: str, env: dict[str, str], runs: Path) -> Path:

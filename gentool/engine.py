@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from gentool.errors import CheckpointError, ConfigError, DataError, GentoolError, MissingSplitError, PluginError
+from gentool.errors import CheckpointError, ConfigError, DataError, MissingSplitError, PluginError
 from gentool.report import reporting, say, warn
 
 if TYPE_CHECKING:
@@ -121,31 +121,20 @@ class Samples:
         ``as_dataset`` writes ``out/<class>/<n>.png`` instead (no grid): an image folder that
         ``--data out`` and any ImageFolder reader load back with the labels.
         """
+        from gentool.sampling import SampleWriter, write_error
+
         out = Path(out)
-        try:
-            return self._save(out, as_dataset)
-        except OSError as exc:  # a file where a folder should be, a read-only place, /proc, a full disk
-            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-            raise GentoolError(f"cannot write samples to {out}: {exc.strerror or exc}{where}") from None
-
-    def _save(self, out: Path, as_dataset: bool) -> str:
-        from gentool.sampling import SampleWriter
-
         writer = SampleWriter(out, as_dataset=as_dataset, class_names=self.class_names)
-        writer.add(self.images, self.labels, self.texts if self.texts is not None else [], self.nrow)
-        return writer.finish()
+        try:
+            writer.add(self.images, self.labels, self.texts, self.nrow)
+            return writer.finish()
+        except OSError as exc:  # a file where a folder should be, a read-only place, /proc, a full disk
+            raise write_error(exc, out, writer, len(self)) from None
 
 
 def _check_n(n: Any) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"the number of samples must be a positive integer, got {n!r}")
-
-
-def _seed_global(seed: int) -> None:
-    """Seed the global streams too, for plugins that draw from them."""
-    from gentool.training import seed_everything
-
-    seed_everything(seed)
 
 
 @dataclass
@@ -235,13 +224,15 @@ class Model:
         """
         import torch
 
+        from gentool.training import seed_everything
+
         _check_n(n)
         opts = verb_options(self.spec, "sample", {**(options or {}), **model_options})
         self._check_fits_in_memory(n)
         out_dir = Path(out) if out is not None else Path("samples") / self.name
         generator = torch.Generator(device="cpu").manual_seed(seed)
         with _caller_state_kept(), reporting(quiet=quiet) as report, torch.no_grad():
-            _seed_global(seed)
+            seed_everything(seed)  # for plugins that draw from the global streams too
             result = self._draw(n, 0, n, seed, generator, opts, out_dir)
         return Samples(images=result.images, labels=result.labels, texts=result.texts, nrow=result.nrow,
                        files=list(result.files), class_names=self.checkpoint.data.get("class_names"),
@@ -258,6 +249,7 @@ class Model:
         import torch
 
         from gentool.sampling import chunk_size, write_samples
+        from gentool.training import seed_everything
 
         _check_n(n)
         opts = verb_options(self.spec, "sample", {**(options or {}), **model_options})
@@ -265,7 +257,7 @@ class Model:
         size = chunk_size(self.checkpoint.data.get("shape"), self.spec.modality)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         with _caller_state_kept(), reporting(quiet=quiet) as report, torch.no_grad():
-            _seed_global(seed)
+            seed_everything(seed)
             saved = write_samples(lambda first, count: self._draw(count, first, n, seed, generator, opts, out_dir),
                                   n, out_dir, size=size, as_dataset=as_dataset,
                                   class_names=self.checkpoint.data.get("class_names"), label=f"sample {self.name}")
@@ -284,21 +276,16 @@ class Model:
         return result
 
     def _check_fits_in_memory(self, n: int) -> None:
-        """Refuse an in-memory request whose images would not fit (the float tensor, and a copy)."""
-        from gentool.data.checks import format_bytes, machine_memory
+        """Refuse an in-memory request whose images would not fit: the float tensor and a copy, with
+        as much again for everything else (so at most half the machine's memory)."""
+        from gentool.data.checks import check_memory
+        from gentool.sampling import float_image_bytes
 
         shape = self.checkpoint.data.get("shape")
-        have = machine_memory()
-        if self.spec.modality != "image" or not shape or have is None:
-            return
-        per = 4
-        for s in shape:
-            per *= int(s)
-        need = 2 * per * n
-        if need > have // 2:
-            raise ConfigError(f"{n:,} samples of shape {list(shape)} would need about {format_bytes(need)} in "
-                              f"memory (half of {format_bytes(have)} is the limit): write them in chunks with "
-                              f"Model.save_samples(n, out) (what `gentool sample` does)")
+        if self.spec.modality == "image" and shape:
+            check_memory(4 * float_image_bytes(shape) * n,
+                         f"{n:,} samples of shape {list(shape)} in memory (write them in chunks with "
+                         f"Model.save_samples(n, out), what `gentool sample` does)")
 
     def discriminate(self, images: "torch.Tensor", labels: "torch.Tensor | None" = None, *,
                      batch_size: int = 256) -> "torch.Tensor":
@@ -311,9 +298,8 @@ class Model:
         from gentool.api import DiscriminateJob
 
         reg = _registry()
-        if not reg.implements("gentool_discriminate", self.spec.plugin):
-            raise ConfigError(f"{self.name} has no discriminator to score images with (plugin {self.spec.plugin!r} "
-                              "implements no gentool_discriminate)")
+        missing = (f"{self.name} has no discriminator to score images with (plugin {self.spec.plugin!r} "
+                   "implements no gentool_discriminate)")
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             raise ConfigError(f"discriminate takes a tensor [N, C, H, W], got {type(images).__name__}"
                               f"{list(images.shape) if isinstance(images, torch.Tensor) else ''}")
@@ -336,7 +322,7 @@ class Model:
                 y = labels[s: s + batch_size] if labels is not None else None
                 job = DiscriminateJob(spec=self.spec, checkpoint=self.checkpoint, images=x[s: s + batch_size],
                                       device=self.device, labels=y)
-                z = reg.call("gentool_discriminate", self.spec, job=job)
+                z = reg.call("gentool_discriminate", self.spec, job=job, unanswered=missing)
                 if not isinstance(z, torch.Tensor) or z.shape != (len(job.images),):
                     raise PluginError(f"plugin {self.spec.plugin!r} returned {type(z).__name__} from "
                                       f"gentool_discriminate, not a tensor of {len(job.images)} logits")

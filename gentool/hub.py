@@ -418,7 +418,7 @@ def _names_inside(root: Path) -> dict[tuple[int, int], int]:
     return counts
 
 
-def _copy_regular(src: Path, dest: Path, names_inside: dict[tuple[int, int], int] | None = None) -> None:
+def _copy_regular(src: Path, dest: Path, names_inside: dict[tuple[int, int], int]) -> None:
     """Copy regular file ``src`` to new file ``dest`` without following a link put in its place.
 
     A file with more names (hard links) than ``names_inside`` finds for it in the repository has a
@@ -434,7 +434,7 @@ def _copy_regular(src: Path, dest: Path, names_inside: dict[tuple[int, int], int
         st = os.fstat(fin.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise UnsafeLinkError(f"{src} in the repository is not a regular file: refused")
-        if names_inside is not None and st.st_nlink > names_inside.get((st.st_dev, st.st_ino), 0):
+        if st.st_nlink > names_inside.get((st.st_dev, st.st_ino), 0):
             raise UnsafeLinkError(f"refusing {src}: a hard link to a file with {st.st_nlink} names, some outside "
                                   "the repository (replace it with a copy; nothing was pulled)")
         with open(dest, "xb") as fout:  # open() honours the umask, like gentool.io.write_atomic

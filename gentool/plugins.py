@@ -22,7 +22,7 @@ import pluggy
 
 from gentool import hookspecs
 from gentool.api import ModelSpec
-from gentool.errors import GentoolError, PluginError
+from gentool.errors import ConfigError, GentoolError, PluginError
 
 if TYPE_CHECKING:
     import typer
@@ -156,10 +156,6 @@ class Registry:
             self.models.pop(m, None)
         info.models = []
 
-    def implements(self, hook: str, plugin_name: str) -> bool:
-        """Whether plugin ``plugin_name`` implements ``hook`` (an optional routed hook, say)."""
-        return bool(self._impls(hook, plugin_name))
-
     def _impls(self, hook: str, plugin_name: str) -> list[Any]:
         caller = getattr(self.pm.hook, hook)
         return [i for i in caller.get_hookimpls() if i.plugin_name == plugin_name]
@@ -210,12 +206,19 @@ class Registry:
         """Names of the plugins that failed to load (their models are missing)."""
         return sorted(n for n, i in self.plugins.items() if not i.ok)
 
-    def call(self, hook: str, spec: ModelSpec, **kwargs: Any) -> Any:
-        """Call a routed hook on the plugin that owns ``spec`` only (it may skip the name check)."""
+    def call(self, hook: str, spec: ModelSpec, *, unanswered: str | None = None, **kwargs: Any) -> Any:
+        """Call a routed hook on the plugin that owns ``spec`` only (it may skip the name check).
+
+        A hook every model needs (train, sample, evaluate) left unanswered is the plugin's bug
+        (:class:`PluginError`); an optional one (``gentool_discriminate``) passes ``unanswered``,
+        the user's one-line :class:`ConfigError` for a model that does not offer it.
+        """
         assert hook in ROUTED_HOOKS
         others = [p for n, p in self.pm.list_name_plugin() if n != spec.plugin]
         caller = self.pm.subset_hook_caller(hook, remove_plugins=others)
         result = caller(model=spec.name, **kwargs)
+        if result is None and unanswered is not None:
+            raise ConfigError(unanswered)
         if result is None:
             raise PluginError(f"plugin {spec.plugin!r} registered model {spec.name!r} but does not implement {hook}")
         return result

@@ -19,6 +19,7 @@ files; a request that fits one chunk (any of up to 1,024 samples) is one hook ca
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 import sys
@@ -56,15 +57,13 @@ def chunk_size(shape: list[int] | tuple[int, ...] | None, modality: str) -> int:
         return int(env)
     if modality != "image" or not shape:
         return TEXT_CHUNK
-    per = 4 * max(1, int(_prod(shape)))
+    per = max(4, float_image_bytes(shape))
     return max(MIN_CHUNK, min(65536, CHUNK_BYTES // per))
 
 
-def _prod(shape: Any) -> int:
-    out = 1
-    for s in shape:
-        out *= int(s)
-    return out
+def float_image_bytes(shape: Any) -> int:
+    """Bytes of one float32 image of ``shape`` (C, H, W)."""
+    return 4 * math.prod(int(d) for d in shape)
 
 
 def label_name(y: int, names: list[str] | None) -> str:
@@ -90,8 +89,6 @@ class SampleWriter:
                  grid_max: int | None = None):
         self.out, self.as_dataset, self.names, self.grid_max = Path(out), as_dataset, class_names, grid_max
         self.count = 0
-        self.kind: str | None = None  # "images" or "texts"
-        self.labelled = False
         self.classes: set[int] = set()
         self.written: list[Path] = []  # every file this writer made (for a refusal's clean-up)
         self._texts_tmp: Path | None = None
@@ -107,7 +104,6 @@ class SampleWriter:
     def _add_images(self, images: "torch.Tensor", labels: "torch.Tensor | None", nrow: int | None) -> int:
         from gentool.images import save_grid, save_images
 
-        self.kind = "images"
         imgs = images.float().cpu()
         k = int(imgs.shape[0])
         ys = [int(x) for x in labels.tolist()] if labels is not None else None
@@ -116,7 +112,6 @@ class SampleWriter:
             if ys is None:
                 self.written += save_images(imgs, self.out / "images", [f"{i:06d}.png" for i in idx])
             else:
-                self.labelled = True
                 for y in sorted(set(ys)):
                     sel = [j for j, lab in enumerate(ys) if lab == y]
                     self.written += save_images(imgs[sel], self.out / label_name(y, self.names),
@@ -135,7 +130,6 @@ class SampleWriter:
     def _add_texts(self, texts: list[str]) -> int:
         from gentool.io import write_atomic
 
-        self.kind = "texts"
         if self._texts_tmp is None:
             self._texts_tmp = self.out / ".samples.txt.tmp"
             self._texts_tmp.write_bytes(b"")
@@ -151,14 +145,14 @@ class SampleWriter:
 
     def finish(self) -> str:
         """Close the request; what was written, in a phrase (``16 images and grid.png to out``)."""
-        if self.kind == "texts" and self._texts_tmp is not None:
+        if self._texts_tmp is not None:
             final = self.out / "samples.txt"
             os.replace(self._texts_tmp, final)
             self.written[self.written.index(self._texts_tmp)] = final
             self._texts_tmp = None
             return f"{self.count} texts and samples.txt to {self.out}"
         if self.as_dataset:
-            if not self.labelled:
+            if not self.classes:
                 return f"{self.count} unlabelled images to {self.out / 'images'}"
             return f"{self.count} images in {len(self.classes)} class folders under {self.out}"
         return f"{self.count} images and grid.png to {self.out}"
@@ -272,7 +266,7 @@ def write_samples(draw: Callable[[int, int], Any], n: int, out: Path, *, size: i
             try:
                 writer.add(result.images, result.labels, result.texts, result.nrow)
             except OSError as exc:
-                raise _write_error(exc, out, writer, n) from None
+                raise write_error(exc, out, writer, n) from None
             files += [f for f in result.files if f not in files]
             if i == 0 and chunked:
                 check_projection(out, writer, count, n)
@@ -287,7 +281,7 @@ def write_samples(draw: Callable[[int, int], Any], n: int, out: Path, *, size: i
     return SavedSamples(out=Path(out), count=writer.count, summary=summary, chunks=len(plan), files=files)
 
 
-def _write_error(exc: OSError, out: Path, writer: SampleWriter, n: int) -> GentoolError:
+def write_error(exc: OSError, out: Path, writer: SampleWriter, n: int) -> GentoolError:
     where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT) and writer.count:
         return GentoolError(f"the disk under {out} filled up after {writer.count:,} of {n:,} samples{where}: "

@@ -522,11 +522,12 @@ class _Fit:
         tensors = {k[len(TRAIN_PREFIX):]: v for k, v in ckpt.tensors(TRAIN_PREFIX).items()}
         try:
             self._apply_state(unpack_state(ckpt.meta["train_state"], tensors), path)
-        except CheckpointError:
-            raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, OverflowError) as exc:
             # A file from elsewhere, or one a tool rewrote: its weights may load, its training state not.
-            detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            if isinstance(exc, KeyError):
+                detail = f"missing {exc}"
+            else:
+                detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             raise CheckpointError(f"{path}: its training state is damaged ({detail}); resume from another "
                                   f"last.safetensors or start a new run") from None
         self.last_metrics = ckpt.metrics

@@ -557,6 +557,7 @@ def test_busy_machine_note_only_for_a_person_at_a_terminal(monkeypatch):
     monkeypatch.delenv("GENTOOL_THREADS", raising=False)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)  # a 2-core machine, whatever runs the test
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     assert "--threads 1" in busy_machine_note(None)
     assert busy_machine_note(2) is None  # a count was chosen

@@ -52,14 +52,15 @@ def resize_back(x: torch.Tensor, scale: float) -> torch.Tensor:
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
-def augment(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def augment(x: torch.Tensor, p: float) -> torch.Tensor:
     """Each image: blur (sigma 0.1..2) with prob ``p``, JPEG (quality 60..95) with prob ``p``,
-    resize (0.5..1x and back) with prob ``p / 2``; randomness from the global RNG by default."""
+    resize (0.5..1x and back) with prob ``p / 2``; randomness from the global RNG (the harness
+    saves and restores it, so a resume is exact)."""
     if p <= 0:
         return x
     x = x.clone()
     n = x.shape[0]
-    draws = torch.rand(n, 6, generator=generator)
+    draws = torch.rand(n, 6)
     for i in range(n):
         r = draws[i]
         xi = x[i: i + 1]

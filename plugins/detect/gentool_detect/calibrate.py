@@ -17,13 +17,6 @@ MIN_T, MAX_T = 0.01, 100.0
 RIDGE = 1e-4
 
 
-def nll(logits: np.ndarray, y: np.ndarray, t: float, b: float = 0.0) -> float:
-    """Mean binary cross-entropy of sigmoid(logits / t + b)."""
-    z = np.asarray(logits, dtype=np.float64) / t + b
-    y = np.asarray(y, dtype=np.float64)
-    return float(np.mean(np.logaddexp(0.0, z) - y * z))
-
-
 def fit_temperature(logits: np.ndarray, y: np.ndarray, bias: bool = True) -> tuple[float, float]:
     """``(T, b)`` minimising the NLL of sigmoid(logits / T + b); ``bias=False`` fits T alone (b = 0)."""
     z, yy = np.asarray(logits, dtype=np.float64), np.asarray(y, dtype=np.float64)

@@ -9,8 +9,6 @@ one that needs a class label (cgan), is refused in one line when it is opened.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 import gentool
@@ -26,12 +24,7 @@ class Discriminator:
             self.model.discriminate(torch.zeros(1, *self.shape))  # refuses now what cannot score
         except gentool.GentoolError as exc:
             raise gentool.CheckpointError(f"--discriminator: {path}: {exc}") from None
-        self.path = str(path)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.discriminate(x)
 
-
-def load(path: str) -> Any:
-    """The discriminator of the GAN checkpoint at ``path``."""
-    return Discriminator(path)

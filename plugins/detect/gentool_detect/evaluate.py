@@ -32,15 +32,15 @@ def _sig(z: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-z))
 
 
-def rebuild(ckpt: Any) -> tuple[Any, Pool, dict[str, np.ndarray]]:
-    """The checkpoint's config, pool and split, rebuilt from its recorded source."""
+def rebuild(ckpt: Any) -> tuple[Any, Pool, dict[str, np.ndarray], dict[str, Any]]:
+    """The checkpoint's config, pool and split, rebuilt from its recorded source (returned too)."""
     cfg = gentool.config_from_dict(DetectorConfig, ckpt.config)
     src = ckpt.extra.get("source")
     if not src:
         raise gentool.CheckpointError(f"{ckpt.path} does not record where its images came from")
     real = gentool.load_dataset(src["data"], split="train", image_size=src["image_size"], channels=src["channels"])
     pool = build_pool(real, cfg, src["data"], int(src["seed"]))
-    return cfg, pool, split(pool, cfg, int(src["seed"]))
+    return cfg, pool, split(pool, cfg, int(src["seed"])), src
 
 
 def degraded(images: torch.Tensor, kind: str) -> torch.Tensor:
@@ -77,13 +77,13 @@ def reliability_plot(y: np.ndarray, before: np.ndarray, after: np.ndarray, targe
 
 
 def logo(cfg: Any, pool: Pool, parts: dict[str, np.ndarray], epochs: int, lr: float, batch: int,
-         seed: int) -> dict[str, float | None]:
+         seed: int, device: str = "cpu") -> dict[str, float | None]:
     """AUC on each generator's test fakes (against the test reals) of a detector trained without it."""
     train, test = pool.take(parts["train"]), pool.take(parts["test"])
     out: dict[str, float | None] = {}
     for g, name in enumerate(pool.generators):
         keep = np.nonzero((train.source != g).numpy())[0]
-        net = fit_plain(cfg, train.take(keep), epochs, lr, batch, seed)
+        net = fit_plain(cfg, train.take(keep), epochs, lr, batch, seed, device).cpu()
         sel = np.nonzero(((test.source == -1) | (test.source == g)).numpy())[0]
         sub = test.take(sel)
         out[name] = metrics.auc(sub.labels.numpy(), logits_of(net, sub.images))
@@ -93,7 +93,8 @@ def logo(cfg: Any, pool: Pool, parts: dict[str, np.ndarray], epochs: int, lr: fl
 def evaluate(job: Any) -> Any:
     """The ``gentool_evaluate`` hook body for ``detector``."""
     ckpt, opts = job.checkpoint, job.options
-    cfg, pool, parts = rebuild(ckpt)
+    cfg, pool, parts, src = rebuild(ckpt)
+    do_logo = bool(opts.logo_epochs) and len(pool.generators) >= 2
     test = pool.take(parts["test"])
     net = make_net(cfg, int(pool.images.shape[1]))
     ckpt.load_into({"detector": net})
@@ -117,8 +118,7 @@ def evaluate(job: Any) -> Any:
             zk = logits_of(net, degraded(test.images, kind))
             m[f"auc_{kind}"] = metrics.auc(y, zk)
             m[f"accuracy_{kind}"] = metrics.accuracy(y, _sig(zk / t + b))
-    if opts.logo_epochs and len(pool.generators) >= 2:
-        src = ckpt.extra["source"]
+    if do_logo:
         train_opts = ckpt.meta.get("train", {})
         table = logo(cfg, pool, parts, opts.logo_epochs, float(train_opts.get("lr", 1e-3)),
                      int(train_opts.get("batch_size", 64)), int(src["seed"]))
@@ -127,9 +127,9 @@ def evaluate(job: Any) -> Any:
         vals = [v for v in table.values() if v is not None]
         m["logo_auc_mean"] = float(np.mean(vals)) if vals else None
     if opts.discriminator:
-        from gentool_detect.discriminator import load
+        from gentool_detect.discriminator import Discriminator
 
-        d = load(opts.discriminator)
+        d = Discriminator(opts.discriminator)
         if tuple(d.shape) != tuple(test.images.shape[1:]):
             warnings.append(f"the discriminator takes {list(d.shape)} images, the test images are "
                             f"{list(test.images.shape[1:])}: no discriminator baseline")
@@ -137,12 +137,12 @@ def evaluate(job: Any) -> Any:
             zd = -d(test.images.float() / 255.0).numpy()
             m["disc_auc"], m["disc_ap"] = metrics.auc(y, zd), metrics.average_precision(y, zd)
             m["disc_accuracy"] = metrics.accuracy(y, _sig(zd))
-    settings = {"split": f"held-out test part of the training pool ({len(y)} images, seed {ckpt.extra['source']['seed']})",
+    settings = {"split": f"held-out test part of the training pool ({len(y)} images, seed {src['seed']})",
                 "generators": ", ".join(pool.generators), "input": cfg.input,
                 "robustness": f"JPEG q{JPEG_QUALITY}; Gaussian blur sigma {BLUR_SIGMA}; 0.5x bilinear resize and back",
                 "calibration": "sigmoid(logit / T + b), T and b fitted by log-loss on the calib part"}
     settings["logo"] = "skipped: it needs fakes of two or more named generators, and --logo-epochs > 0"
-    if opts.logo_epochs and len(pool.generators) >= 2:
+    if do_logo:
         settings["logo"] = f"a fresh detector per left-out generator, {opts.logo_epochs} epochs, tested on its fakes"
     folder = Path(ckpt.path).parent
     if (folder / "config.toml").exists():

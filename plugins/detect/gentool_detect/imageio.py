@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageOps
 
 import gentool
 
@@ -48,7 +48,6 @@ def open_image(path: str | Path) -> Image.Image:
         raise ImageReadError(f"{path}: no such file")
     if not path.is_file():
         raise ImageReadError(f"{path}: not a regular file")
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
     limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():

@@ -64,10 +64,6 @@ class DetectorNet(nn.Module):
             h = torch.cat([h, self.spec(torch.log1p(mag)).flatten(1)], dim=1)
         return self.head(h).squeeze(1)
 
-    def probability(self, x: torch.Tensor) -> torch.Tensor:
-        """Calibrated probability that each image is generated."""
-        return torch.sigmoid(self.calibrated(self(x)))
-
     def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
         """Raw logits -> calibrated logits (``logit / T + bias``)."""
         return logits / self.temperature + self.bias

@@ -4,7 +4,7 @@ detector checkpoint, a GAN's discriminator, and a Hugging Face image-classificat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ class Score:
     probability: float
     tiles: int = 1
     max_tile: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _sigmoid(z: float) -> float:
@@ -51,16 +50,15 @@ class CheckpointScorer:
         self.aggregation = tiling.AGGREGATION
         self.calibrated = bool(extra.get("calibration"))
 
-    def tile_logits(self, img: Image.Image) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        """Raw logits of ``img``'s tiles, and the tiles' corners."""
+    def tile_logits(self, img: Image.Image) -> torch.Tensor:
+        """Raw logits of ``img``'s tiles."""
         x = to_tensor(img, self.channels, as_float=False)
-        t, boxes = tiling.tiles(x, self.size)
+        t, _ = tiling.tiles(x, self.size)
         with torch.no_grad():
-            z = torch.cat([self.net(t[i: i + 64]) for i in range(0, len(t), 64)])
-        return z, boxes
+            return torch.cat([self.net(t[i: i + 64]) for i in range(0, len(t), 64)])
 
     def score(self, img: Image.Image) -> Score:
-        z, _ = self.tile_logits(img)
+        z = self.tile_logits(img)
         zz = self.net.calibrated(z)
         return Score(_sigmoid(tiling.aggregate(zz)), len(z), _sigmoid(float(zz.max())))
 
@@ -69,9 +67,9 @@ class DiscriminatorScorer:
     """A GAN's discriminator: tiles at the GAN's size, P(generated) = sigmoid(-mean logit)."""
 
     def __init__(self, path: str) -> None:
-        from gentool_detect.discriminator import load
+        from gentool_detect.discriminator import Discriminator
 
-        self.d = load(path)
+        self.d = Discriminator(path)
         self.channels, self.size = int(self.d.shape[0]), int(self.d.shape[-1])
         self.name = f"discriminator:{path}"
         self.aggregation = "mean of tile logits, negated (uncalibrated)"

@@ -54,9 +54,9 @@ def test_calibration_lowers_ece_on_held_out_images(mnist_pool):
     assert after < before, (before, after)
 
 
-def test_discriminator_fallback_matches_the_gan_plugin(mnist_generators):
+def test_discriminator_through_the_core_matches_the_gan_plugin(mnist_generators):
     gan_mod = pytest.importorskip("gentool_gan.task")  # the test may import it; the plugin does not
-    from gentool_detect.discriminator import load
+    from gentool_detect.discriminator import Discriminator
 
     path = mnist_generators["dcgan"]
     ckpt = gentool.load_checkpoint(path)
@@ -67,9 +67,9 @@ def test_discriminator_fallback_matches_the_gan_plugin(mnist_generators):
     x = torch.rand(6, *ckpt.data["shape"])
     with torch.no_grad():
         expected = d(x * 2 - 1)
-    assert torch.allclose(load(path)(x), expected, atol=1e-4)
+    assert torch.allclose(Discriminator(path)(x), expected, atol=1e-4)
     with pytest.raises(gentool.CheckpointError, match="discriminator"):
-        load(mnist_generators["vae"])
+        Discriminator(mnist_generators["vae"])
 
 
 @pytest.mark.filterwarnings("ignore:no test split")  # the core loads --data's test split; the detector uses its own

@@ -40,41 +40,32 @@ def load_generators(ckpt: Any, device: torch.device) -> tuple[dict[str, torch.nn
 
 
 def _held_out(ckpt: Any, direction: str) -> torch.Tensor:
-    from gentool import load_dataset
+    """The source domain's held-out images (testA/testB, or the test split), else its training images."""
+    from gentool_gan.sampling import held_out_data
 
-    data = ckpt.data
     extra = ckpt.extra or {}
     a, b = str(extra.get("domain_a")), str(extra.get("domain_b"))
-    kwargs = {"image_size": data["shape"][-1], "channels": data["shape"][0]}
-    try:
-        ref = load_dataset(data.get("name"), split="test", **kwargs)
+
+    def source(ref: Any) -> torch.Tensor:
         ha, hb = held_out_names(ref, a, b)
-        domain_images(ref, ha if direction == "a2b" else hb)
-    except Exception:  # noqa: BLE001 - no test split, or not these domains in it: the training set
-        ref = load_dataset(data.get("name"), split="train", **kwargs)
-        ha, hb = held_out_names(ref, a, b)
-    return domain_images(ref, ha if direction == "a2b" else hb)
+        return domain_images(ref, ha if direction == "a2b" else hb)
+
+    return source(held_out_data(ckpt, usable=source))
 
 
 def sample(job: Any) -> Any:
     """The ``gentool_sample`` hook body for ``cyclegan``."""
-    from gentool import DataError, SampleResult, save_grid
+    from gentool import SampleResult, save_grid
+
+    from gentool_gan.sampling import request_indices
 
     nets, _, _ = load_generators(job.checkpoint, job.device)
     direction = job.options.direction
-    try:
-        src = _held_out(job.checkpoint, direction)
-    except Exception as exc:  # noqa: BLE001
-        raise DataError(f"cyclegan samples translate images of {job.checkpoint.data.get('name')!r}, which cannot be "
-                        f"loaded here: {str(exc).splitlines()[0]}") from None
-    # one order for the whole request, so that chunks (job.first > 0) continue it instead of re-drawing
-    order = torch.randperm(len(src), generator=torch.Generator().manual_seed(job.seed))
-    first = getattr(job, "first", 0)
-    idx = torch.cat([order] * (1 + (first + job.n) // len(src)))[first: first + job.n]
-    x = src[idx].float() / 255
+    src = _held_out(job.checkpoint, direction)
+    x = src[request_indices(len(src), job)].float() / 255
     out = translate(nets[direction], x, job.device)
     files = []
-    if first == 0:
+    if getattr(job, "first", 0) == 0:
         k = min(8, len(x))
         files.append(save_grid(torch.cat([x[:k], out[:k]]), Path(job.out) / "compare.png", nrow=k))
     return SampleResult(images=out, files=files)
@@ -115,67 +106,54 @@ def run_translate(items: list[str], *, checkpoint: str | None, out: Path, direct
                   device: str, as_json: bool = False) -> int:
     """``gentool translate``: each image to the other domain, plus ``sheet.png``; the exit code."""
     import gentool
-    from gentool import ConfigError, GentoolError, load_checkpoint, pick_device, save_grid
+    from gentool import ConfigError, load_checkpoint, pick_device, save_grid
 
-    from gentool_gan.upscale import MAX_OUTPUT_PIXELS, BadImage, find_images, read_image, write_image
-    from gentool_gan.upscale import _report as _say
+    from gentool_gan.upscale import (MAX_OUTPUT_PIXELS, BadImage, answer_each, image_files, read_image,
+                                     unique_target, write_image)
 
     if direction not in ("a2b", "b2a"):
         raise ConfigError(f"--direction must be a2b or b2a, got {direction!r}")
-    files = find_images(items)
-    if not files:
-        raise ConfigError(f"no images found in {', '.join(items)}")
+    files = image_files(items, out)
     path = gentool.resolve_checkpoint("cyclegan", checkpoint)
     ckpt = load_checkpoint(path, model="cyclegan")
     dev = pick_device(device)
     nets, _, names = load_generators(ckpt, dev)
     g = nets[direction]
     channels, side = int(ckpt.data["shape"][0]), int(ckpt.data["shape"][-1])
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise GentoolError(f"cannot write to {out}: {exc.strerror or exc}") from None
     names = tuple(n[len("train"):] if names == ("trainA", "trainB") else n for n in names)  # A and B
-    target = names[1] if direction == "a2b" else names[0]
-    failed, pairs = 0, []
-    for f in files:
-        try:
-            x, alpha = read_image(f, channels, 1)
-            h, w = x.shape[-2:]
-            if not native:  # the scale the model was trained at: the shorter side to its side
-                k = side / min(h, w)
-                nh, nw = max(4, round(h * k)), max(4, round(w * k))
-                if nh * nw > MAX_OUTPUT_PIXELS:
-                    raise BadImage(f"{w}x{h} at the training scale would be {nw}x{nh}: at most "
-                                   f"{MAX_OUTPUT_PIXELS:,} pixels (crop it, or use --native)")
-                x = torch.nn.functional.interpolate(x, size=(nh, nw),
-                                                    mode="bilinear", antialias=True, align_corners=False)
-            # sides must divide by 4 and be at least 8 (two stride-2 stages, then 3x3 reflection padding
-            # and instance norm need 2 x 2): pad by replication, crop after
-            ph, pw = (max(8, x.shape[-2] + (-x.shape[-2] % 4)) - x.shape[-2],
-                      max(8, x.shape[-1] + (-x.shape[-1] % 4)) - x.shape[-1])
-            xp = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
-            y = translate(g, xp, dev)[..., : x.shape[-2], : x.shape[-1]]
-            dest = out / f"{f.stem}_{target}.png"
-            write_image(y, alpha, 1, dest)
-        except BadImage as exc:
-            failed += 1
-            _say(as_json, {"file": str(f), "error": str(exc)}, f"error: {f}: {exc}", err=True)
-            continue
-        except OSError as exc:
-            failed += 1
-            _say(as_json, {"file": str(f), "error": f"cannot write: {exc.strerror or exc}"},
-                 f"error: {f}: cannot write the result ({exc.strerror or exc})", err=True)
-            continue
+    source, target = names if direction == "a2b" else names[::-1]
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    used: set[str] = set()
+
+    def one(f: Path) -> tuple[dict, str]:
+        x, alpha = read_image(f, channels, 1)
+        h, w = x.shape[-2:]
+        if not native:  # the scale the model was trained at: the shorter side to its side
+            k = side / min(h, w)
+            nh, nw = max(4, round(h * k)), max(4, round(w * k))
+            if nh * nw > MAX_OUTPUT_PIXELS:
+                raise BadImage(f"{w}x{h} at the training scale would be {nw}x{nh}: at most "
+                               f"{MAX_OUTPUT_PIXELS:,} pixels (crop it, or use --native)")
+            x = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        # sides must divide by 4 and be at least 8 (two stride-2 stages, then 3x3 reflection padding
+        # and instance norm need 2 x 2): pad by replication, crop after
+        ph, pw = (max(8, x.shape[-2] + (-x.shape[-2] % 4)) - x.shape[-2],
+                  max(8, x.shape[-1] + (-x.shape[-1] % 4)) - x.shape[-1])
+        xp = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+        y = translate(g, xp, dev)[..., : x.shape[-2], : x.shape[-1]]
+        dest = unique_target(out, used, f.stem, f"_{target}.png")
+        write_image(y, alpha, dest)
         if len(pairs) < 8:
             pairs.append((_square(x, side), _square(y, side)))
-        _say(as_json, {"file": str(f), "output": str(dest), "direction": direction, "size": [y.shape[-1], y.shape[-2]],
-                       "checkpoint": str(path)}, f"{f} -> {dest} ({names[0] if direction == 'a2b' else names[1]} to {target})")
+        return ({"file": str(f), "output": str(dest), "direction": direction, "size": [y.shape[-1], y.shape[-2]],
+                 "checkpoint": str(path)}, f"{f} -> {dest} ({source} to {target})")
+
+    code = answer_each(files, one, as_json)
     if pairs:
         sheet = save_grid(torch.stack([p[0] for p in pairs] + [p[1] for p in pairs]), out / "sheet.png", nrow=len(pairs))
         if not as_json:
             print(f"before/after sheet: {sheet}", file=sys.stderr)
-    return 1 if failed else 0
+    return code
 
 
 def _square(x: torch.Tensor, side: int) -> torch.Tensor:

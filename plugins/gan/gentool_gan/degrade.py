@@ -20,6 +20,11 @@ def shrink(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(hr, size=(h, w), mode="bicubic", antialias=True, align_corners=False).clamp(0.0, 1.0)
 
 
+def fit_scale(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """``hr`` cropped (bottom and right) to sides that are multiples of ``scale``."""
+    return hr[..., : hr.shape[-2] - hr.shape[-2] % scale, : hr.shape[-1] - hr.shape[-1] % scale]
+
+
 def upscale_bicubic(lr: torch.Tensor, scale: int) -> torch.Tensor:
     """The bicubic baseline every super-resolution figure is compared with, in [0, 1]."""
     return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False).clamp(0.0, 1.0)

@@ -62,10 +62,6 @@ def classification_accuracy_score(g: torch.nn.Module, z_dim: int, num_classes: i
 
 def evaluate(model: str, job: Any) -> EvaluateResult:
     """The ``gentool_evaluate`` hook body for ``model``."""
-    if model == "stylegan":
-        from gentool_gan.stylegan_sample import evaluate as evaluate_stylegan
-
-        return evaluate_stylegan(job)
     from gentool.metrics import compute_image_metrics, get_extractor
 
     opts = job.options  # GANEvaluateOptions

@@ -39,7 +39,8 @@ SPECS = [
               next_steps="gentool translate IMAGE... [--direction b2a]   |   gentool evaluate cyclegan"),
 ]
 #: Models with their own modules for every hook (the others share task.py, sampling.py, evaluate.py).
-OWN = {"srgan": ("srgan_task", "srgan_sample", "srgan_sample"),
+OWN = {"stylegan": ("stylegan_train", "stylegan_sample", "stylegan_sample"),
+       "srgan": ("srgan_task", "srgan_sample", "srgan_sample"),
        "cyclegan": ("cyclegan_task", "cyclegan_sample", "cyclegan_sample")}
 
 

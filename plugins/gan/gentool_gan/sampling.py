@@ -16,8 +16,7 @@ from gentool import ConfigError, config_from_dict
 
 from gentool_gan.task import CONFIGS, generate, make_networks
 
-#: Frames of an ``--interpolate`` walk at most (a GIF of more is no picture anyone watches).
-MAX_FRAMES = 1000
+from gentool_gan.configs import MAX_WHOLE_REQUEST
 
 
 def load_generator(model: str, ckpt: Any, device: torch.device) -> tuple[nn.Module, Any, int | None, list[str] | None]:
@@ -93,12 +92,38 @@ def write_gif(frames: list[torch.Tensor], path: Path, nrow: int, ms: int = 120) 
     return path
 
 
+def held_out_data(ckpt: Any, usable: Any = None) -> Any:
+    """The data set ``ckpt`` was trained on, at its image shape: its test split, else (no test split,
+    or ``usable(data)`` raises a DataError for it) its training split. For models whose samples are
+    held-out images transformed (srgan restores them, cyclegan translates them)."""
+    from gentool import DataError, MissingSplitError, load_dataset
+
+    data = ckpt.data
+    kwargs = {"image_size": data["shape"][-1], "channels": data["shape"][0]}
+    name = data.get("name") or "digits"
+    try:
+        try:
+            ref = load_dataset(name, split="test", **kwargs)
+            if usable is not None:
+                usable(ref)
+            return ref
+        except (MissingSplitError, DataError):
+            return load_dataset(name, split="train", **kwargs)
+    except DataError as exc:
+        raise DataError(f"{ckpt.model} samples transform images of {name!r}, which cannot be loaded here: "
+                        f"{str(exc).splitlines()[0]}") from None
+
+
+def request_indices(count: int, job: Any) -> torch.Tensor:
+    """Indices into ``count`` items for this call's ``job.n`` samples: one order per request (seeded by
+    ``job.seed``, repeated when the request is longer), so chunks continue it instead of re-drawing."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(job.seed))
+    first = getattr(job, "first", 0)
+    return torch.cat([order] * (1 + (first + job.n) // count))[first: first + job.n]
+
+
 def sample(model: str, job: Any) -> Any:
     """The ``gentool_sample`` hook body for ``model``."""
-    if model == "stylegan":
-        from gentool_gan.stylegan_sample import sample as sample_stylegan
-
-        return sample_stylegan(job)
     from gentool import SampleResult
 
     opts = job.options  # GANSampleOptions, parsed and checked by the core
@@ -114,8 +139,8 @@ def sample(model: str, job: Any) -> Any:
     conditional = model == "cgan"
 
     if interpolate:
-        if n > MAX_FRAMES:
-            raise ConfigError(f"--interpolate draws one walk of -n frames: at most {MAX_FRAMES}, got {n}")
+        if n > MAX_WHOLE_REQUEST:
+            raise ConfigError(f"--interpolate draws one walk of -n frames: at most {MAX_WHOLE_REQUEST}, got {n}")
         z = latent_walk(n, keyframes, cfg.z_dim, job.generator)
         classes = list(range(num_classes)) if label == "all" else [label if label is not None else 0] if conditional else [None]
         rows = []

@@ -75,9 +75,24 @@ def receptive_radius(blocks: int, scale: int) -> int:
     return 4 + 2 * blocks + 1 + int(math.log2(scale)) + 4 + 2
 
 
+def crop_side(shape: tuple[int, ...], cfg: "object") -> int:
+    """The side of the training crops (what the discriminator sees): ``patch``, or the images' side
+    when smaller, a multiple of the scale."""
+    side = min(cfg.patch, shape[-2], shape[-1])
+    return side - side % cfg.scale
+
+
 def build(shape: tuple[int, int, int], cfg: "object") -> tuple[SRGenerator, SRDiscriminator]:
     """The generator and discriminator for high-resolution images of ``shape`` (C, H, W)."""
-    c, h, w = shape
-    side = min(cfg.patch, h, w)
-    side -= side % cfg.scale
-    return SRGenerator(c, cfg.width, cfg.blocks, cfg.scale), SRDiscriminator(c, cfg.d_width, side)
+    return SRGenerator(shape[0], cfg.width, cfg.blocks, cfg.scale), SRDiscriminator(shape[0], cfg.d_width, crop_side(shape, cfg))
+
+
+@torch.no_grad()
+def restore(g: nn.Module, lr: torch.Tensor, device: torch.device, batch: int = 64) -> torch.Tensor:
+    """``g`` in eval mode over low-resolution images ``lr`` in batches: clamped to [0, 1], on the
+    CPU; ``g``'s mode is left as it was."""
+    was = g.training
+    g.eval()
+    out = torch.cat([g(b.to(device)).float().clamp(0, 1).cpu() for b in lr.split(batch)]) if len(lr) else lr
+    g.train(was)
+    return out

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from gentool import config_from_dict
 
 from gentool_gan import srgan
-from gentool_gan.degrade import shrink, upscale_bicubic
+from gentool_gan.degrade import fit_scale, shrink, upscale_bicubic
 from gentool_gan.srgan_config import SRGANConfig
 from gentool_gan.srgan_task import psnr
 
@@ -38,40 +38,19 @@ def load_generators(ckpt: Any, device: torch.device) -> tuple[dict[str, torch.nn
     return {"gan": nets["g"].to(device).eval(), "pixel": nets["g_pixel"].to(device).eval()}, cfg
 
 
-@torch.no_grad()
-def restore(g: torch.nn.Module, lr: torch.Tensor, device: torch.device, batch: int = 64) -> torch.Tensor:
-    """``g`` applied to low-resolution images ``lr`` in batches, clamped to [0, 1], on the CPU."""
-    return torch.cat([g(b.to(device)).float().clamp(0, 1).cpu() for b in lr.split(batch)]) if len(lr) else lr
-
-
-def _fit_scale(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    return hr[..., : hr.shape[-2] - hr.shape[-2] % scale, : hr.shape[-1] - hr.shape[-1] % scale]
-
-
 def sample(job: Any) -> Any:
     """The ``gentool_sample`` hook body for ``srgan``."""
-    from gentool import DataError, SampleResult, load_dataset, save_grid
+    from gentool import SampleResult, save_grid
+
+    from gentool_gan.sampling import held_out_data, request_indices
 
     nets, cfg = load_generators(job.checkpoint, job.device)
-    data = job.checkpoint.data
-    try:
-        ref = load_dataset(data.get("name") or "digits", split="test", image_size=data["shape"][-1],
-                           channels=data["shape"][0])
-    except Exception:  # noqa: BLE001 - no test split: the training images
-        try:
-            ref = load_dataset(data.get("name") or "digits", split="train", image_size=data["shape"][-1],
-                               channels=data["shape"][0])
-        except Exception as exc:  # noqa: BLE001
-            raise DataError(f"srgan samples restore images of {data.get('name')!r}, which cannot be loaded here: {exc}") from None
-    # one order for the whole request, so that chunks (job.first > 0) continue it instead of re-drawing
-    order = torch.randperm(len(ref), generator=torch.Generator().manual_seed(job.seed))
-    first = getattr(job, "first", 0)
-    idx = torch.cat([order] * (1 + (first + job.n) // len(ref)))[first: first + job.n]
-    hr = _fit_scale(ref.images[idx].float() / 255.0, cfg.scale)
+    ref = held_out_data(job.checkpoint)
+    hr = fit_scale(ref.images[request_indices(len(ref), job)].float() / 255.0, cfg.scale)
     lr = shrink(hr, cfg.scale)
-    sr = restore(nets[job.options.stage], lr, job.device)
+    sr = srgan.restore(nets[job.options.stage], lr, job.device)
     files = []
-    if first == 0:
+    if getattr(job, "first", 0) == 0:
         k = min(8, len(hr))
         sheet = torch.stack([upscale_bicubic(lr[:k], cfg.scale), sr[:k], hr[:k]], dim=1).flatten(0, 1)
         files.append(save_grid(sheet, Path(job.out) / "compare.png", nrow=3))
@@ -108,12 +87,12 @@ def evaluate(job: Any) -> Any:
     from gentool.metrics import frechet_distance, get_extractor
 
     nets, cfg = load_generators(job.checkpoint, job.device)
-    hr = _fit_scale(job.data.images.float() / 255.0, cfg.scale)
+    hr = fit_scale(job.data.images.float() / 255.0, cfg.scale)
     if len(hr) > job.n:
         hr = hr[torch.randperm(len(hr), generator=torch.Generator().manual_seed(job.seed))[: job.n]]
     lr = shrink(hr, cfg.scale)
-    restored = {"bicubic": upscale_bicubic(lr, cfg.scale), "pixel": restore(nets["pixel"], lr, job.device),
-                "gan": restore(nets["gan"], lr, job.device)}
+    restored = {"bicubic": upscale_bicubic(lr, cfg.scale), "pixel": srgan.restore(nets["pixel"], lr, job.device),
+                "gan": srgan.restore(nets["gan"], lr, job.device)}
     metrics: dict[str, float | None] = {}
     for name, x in restored.items():
         metrics[f"psnr_{name}"] = float(psnr(x, hr).mean())

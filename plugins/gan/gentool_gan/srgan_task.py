@@ -27,7 +27,8 @@ import gentool
 from gentool import StepContext, Task
 
 from gentool_gan import srgan
-from gentool_gan.degrade import make_low_res, shrink, upscale_bicubic
+from gentool_gan.degrade import fit_scale, make_low_res, shrink, upscale_bicubic
+from gentool_gan.task import recompute_batch_norm
 
 #: Seed of the fixed images the per-epoch PSNR and the sample grid use.
 VAL_SEED = 1_2017
@@ -40,12 +41,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     qa, qb = (a.clamp(0, 1) * 255).round() / 255, (b.clamp(0, 1) * 255).round() / 255
     mse = ((qa - qb) ** 2).flatten(1).mean(1).clamp_min(1e-10)
     return 10 * torch.log10(1.0 / mse)
-
-
-def crop_side(shape: tuple[int, ...], cfg: Any) -> int:
-    """The side of the training crops: ``patch``, or the images' side when smaller, a multiple of scale."""
-    side = min(cfg.patch, shape[-2], shape[-1])
-    return side - side % cfg.scale
 
 
 def check_size(shape: tuple[int, ...], cfg: Any) -> None:
@@ -67,7 +62,8 @@ class SRGANTask(Task):
         self.g_pixel = srgan.SRGenerator(data.shape[0], cfg.width, cfg.blocks, cfg.scale).requires_grad_(False)
         self.g_pixel.load_state_dict(self.g.state_dict())
         self.pixel_epochs = cfg.pixel_epochs if cfg.pixel_epochs is not None else max(1, epochs // 2)
-        self.side = crop_side(tuple(data.shape), cfg)
+        self.side = srgan.crop_side(tuple(data.shape), cfg)
+        self._pixel_stage: bool | None = None  # the stage of the last step trained (None: none yet)
         self.monitor = None
         self._features: nn.Module | None = None
         g = torch.Generator().manual_seed(VAL_SEED)
@@ -97,10 +93,9 @@ class SRGANTask(Task):
         lr = make_low_res(hr, cfg.scale, cfg.degrade)
         sr = self.g(lr)
         pixel = F.mse_loss(sr.float(), hr.float())
-        if ctx.epoch < self.pixel_epochs:
+        self._pixel_stage = ctx.epoch < self.pixel_epochs
+        if self._pixel_stage:
             ctx.step(pixel, "g")
-            with torch.no_grad():
-                torch._foreach_copy_(list(self.g_pixel.state_dict().values()), list(self.g.state_dict().values()))
             return {"pixel": pixel.detach()}
         d_loss = F.softplus(-self.d(hr)).mean() + F.softplus(self.d(sr.detach().clamp(0, 1))).mean()
         ctx.step(d_loss, "d")
@@ -150,48 +145,27 @@ class SRGANTask(Task):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(VAL_SEED + 2)
             lr = make_low_res(hr, self.cfg.scale, self.cfg.degrade)
+        if self._pixel_stage:  # still the pixel stage: g_pixel follows g (then stays, frozen, at its end)
+            self.g_pixel.load_state_dict(self.g.state_dict())
         for g in (self.g, self.g_pixel):
-            norms = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-            momenta = [m.momentum for m in norms]
-            was = g.training
-            try:
-                for m in norms:
-                    m.reset_running_stats()
-                    m.momentum = None  # a cumulative average over the calibration batches
-                g.train()
-                for b in lr.split(256):
-                    g(b.to(self.device))
-            finally:
-                for m, momentum in zip(norms, momenta):
-                    m.momentum = momentum
-                g.train(was)
+            recompute_batch_norm(g, ((b.to(self.device),) for b in lr.split(256)))
 
     def val_images(self) -> torch.Tensor:
-        x = self.data.images[self._val_idx].float() / 255.0
-        return x[..., : x.shape[-2] - x.shape[-2] % self.cfg.scale, : x.shape[-1] - x.shape[-1] % self.cfg.scale]
-
-    @torch.no_grad()
-    def restore(self, lr: torch.Tensor, g: nn.Module | None = None) -> torch.Tensor:
-        net = g or self.g
-        was = net.training
-        net.eval()
-        out = torch.cat([net(b.to(self.device)).float().clamp(0, 1).cpu() for b in lr.split(64)])
-        net.train(was)
-        return out
+        return fit_scale(self.data.images[self._val_idx].float() / 255.0, self.cfg.scale)
 
     def validate(self) -> dict[str, float]:
         if not self.cfg.val_images:
             return {}
         hr = self.val_images()
         lr = shrink(hr, self.cfg.scale)
-        return {"psnr": float(psnr(self.restore(lr), hr).mean()),
+        return {"psnr": float(psnr(srgan.restore(self.g, lr, self.device), hr).mean()),
                 "psnr_bicubic": float(psnr(upscale_bicubic(lr, self.cfg.scale), hr).mean())}
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Rows of (bicubic, srgan, original) for fixed training images: the epoch's grid."""
         hr = self.val_images()[:8]
         lr = shrink(hr, self.cfg.scale)
-        rows = torch.stack([upscale_bicubic(lr, self.cfg.scale), self.restore(lr), hr], dim=1)
+        rows = torch.stack([upscale_bicubic(lr, self.cfg.scale), srgan.restore(self.g, lr, self.device), hr], dim=1)
         return rows.flatten(0, 1)
 
     def checkpoint_meta(self) -> dict[str, Any]:

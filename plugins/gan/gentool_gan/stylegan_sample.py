@@ -222,13 +222,15 @@ def evaluate(job: Any) -> EvaluateResult:
         real = ext.features(test.images)
         rows = []
         for psi in psis:
-            ff = ext.features(fake if psi == 1.0 else images_for(g, z, labels, psi, job.device))
-            prdc = precision_recall_density_coverage(real, ff)
             key = f"psi{psi:g}"
-            metrics[f"fd_{key}"] = frechet_distance(real, ff)
-            for name in ("precision", "recall", "density", "coverage"):
+            if psi == 1.0:  # the samples scored above: their figures, not a second pass
+                prdc = {name: metrics[name] for name in ("fd", "precision", "recall", "density", "coverage")}
+            else:
+                ff = ext.features(images_for(g, z, labels, psi, job.device))
+                prdc = {"fd": frechet_distance(real, ff), **precision_recall_density_coverage(real, ff)}
+            for name in ("fd", "precision", "recall", "density", "coverage"):
                 metrics[f"{name}_{key}"] = prdc[name]
-            rows.append((psi, metrics[f"fd_{key}"], prdc["precision"], prdc["recall"]))
+            rows.append((psi, prdc["fd"], prdc["precision"], prdc["recall"]))
         plot = truncation_plot(rows, Path(job.checkpoint.path).parent / "truncation.png", settings["features"])
         if plot is not None:
             settings["truncation_plot"] = str(plot)

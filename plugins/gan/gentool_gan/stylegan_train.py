@@ -13,20 +13,17 @@ The ADA probability and the path-length mean are saved with the run, so ``--resu
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import gentool
 from gentool import StepContext
 
 from gentool_gan.augment import ADA, diff_augment
 from gentool_gan.configs import StyleGANConfig
-from gentool_gan.stylegan import build
 from gentool_gan.task import GANTask
 
 #: ``augment=auto`` uses ADA below this many training images, no augmentation from it on.
@@ -51,16 +48,7 @@ class StyleGANTask(GANTask):
     """StyleGAN2 with ADA / DiffAugment; conditional when the data has labels and ``cond`` is on."""
 
     def __init__(self, cfg: StyleGANConfig, data: Any, lr: float, batch_size: int) -> None:
-        self.model, self.cfg, self.data = "stylegan", cfg, data
-        self.conditional = bool(cfg.cond and data.labels is not None and (data.num_classes or 0) >= 2)
-        self.num_classes = data.num_classes if self.conditional else None
-        self.g, self.d = build(tuple(data.shape), self.num_classes, cfg)
-        self.g_ema = copy.deepcopy(self.g).requires_grad_(False).eval()
-        self.g_lr = self.d_lr = lr
-        self.g_updates = 0
-        self.monitor = "fd" if cfg.val_samples else None
-        self._extractor = None
-        self._real_stats = None
+        super().__init__("stylegan", cfg, data, lr)
         self.augment = resolve_augment(cfg, len(data))
         self.ada = ADA(cfg.ada_target, cfg.ada_kimg, cfg.ada_interval)
         self.gamma = r1_gamma(cfg, tuple(data.shape), batch_size)
@@ -152,17 +140,9 @@ class StyleGANTask(GANTask):
         self.pl_mean = self.pl_mean + 0.01 * (float(lengths.detach().mean()) - self.pl_mean)
         return (lengths - self.pl_mean).square().mean()
 
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """g_ema <- decay * g_ema + (1 - decay) * g (with a warm-up); buffers (w_avg, the fixed
-        noise) are copied."""
-        self.g_updates += 1
-        decay = min(self.cfg.ema_decay, (1.0 + self.g_updates) / (10.0 + self.g_updates))
-        torch._foreach_lerp_(list(self.g_ema.parameters()), [p.detach() for p in self.g.parameters()], 1.0 - decay)
-        torch._foreach_copy_(list(self.g_ema.buffers()), list(self.g.buffers()))
-
-    def before_checkpoint(self) -> None:  # no batch norm to recalibrate
-        pass
+    def is_conditional(self) -> bool:
+        """Conditional when the data has two or more classes, unless ``--set cond=false``."""
+        return bool(self.cfg.cond and self.data.labels is not None and (self.data.num_classes or 0) >= 2)
 
     def extra_state(self) -> dict[str, Any]:
         return {"g_updates": self.g_updates, "pl_mean": self.pl_mean, **self.ada.state()}
@@ -175,12 +155,6 @@ class StyleGANTask(GANTask):
     def checkpoint_meta(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes, "sampler": "g_ema", "augment": self.augment,
                 "ada_p": round(self.ada.p, 6), "r1_gamma": self.gamma}
-
-
-def networks_for(ckpt: Any, cfg: StyleGANConfig) -> tuple[nn.Module, nn.Module]:
-    """The generator and discriminator a stylegan checkpoint was trained with (not yet loaded)."""
-    num_classes = (ckpt.extra or {}).get("num_classes")
-    return build(tuple(ckpt.data["shape"]), num_classes, cfg)
 
 
 def train(job: Any) -> Any:

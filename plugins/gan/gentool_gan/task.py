@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import importlib
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -65,25 +65,37 @@ def recalibrate_batch_norm(g: nn.Module, z_dim: int, device: torch.device, label
     untouched) of the batch statistics that ``g`` itself produces. Returns whether ``g`` had any
     batch norm.
     """
-    norms = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    gen = torch.Generator().manual_seed(seed)
+
+    def inputs() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        for s in range(0, n, batch):
+            z = torch.randn(min(batch, n - s), z_dim, generator=gen).to(device)
+            yield z, (labels[s : s + batch].to(device) if labels is not None else None)
+
+    return recompute_batch_norm(g, inputs())
+
+
+@torch.no_grad()
+def recompute_batch_norm(net: nn.Module, inputs: Iterable[tuple[Any, ...]]) -> bool:
+    """Set ``net``'s batch-norm running statistics to the plain average of the batch statistics it
+    produces on ``inputs`` (each a tuple of forward arguments), instead of a lagging moving average.
+    Returns whether ``net`` had any batch norm (without one, ``inputs`` is not consumed)."""
+    norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not norms:
         return False
     momenta = [m.momentum for m in norms]
-    was_training = g.training
-    gen = torch.Generator().manual_seed(seed)
+    was_training = net.training
     try:
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # a cumulative average over the calibration batches
-        g.train()
-        for s in range(0, n, batch):
-            z = torch.randn(min(batch, n - s), z_dim, generator=gen).to(device)
-            y = labels[s : s + batch].to(device) if labels is not None else None
-            g(z, y)
+        net.train()
+        for args in inputs:
+            net(*args)
     finally:
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
-        g.train(was_training)
+        net.train(was_training)
     return True
 
 
@@ -112,17 +124,21 @@ class GANTask(Task):
 
     def __init__(self, model: str, cfg: GANConfig, data: Any, lr: float) -> None:
         self.model, self.cfg, self.data = model, cfg, data
-        self.conditional = model == "cgan"
+        self.conditional = self.is_conditional()
         self.num_classes = data.num_classes if self.conditional else None
         if self.conditional and data.labels is None:
-            raise gentool.DataError(f"cgan needs labelled data, and {data.name} has no labels")
+            raise gentool.DataError(f"{model} needs labelled data, and {data.name} has no labels")
         self.g, self.d = make_networks(model, data.shape, self.num_classes, cfg)
         self.g_ema = copy.deepcopy(self.g).requires_grad_(False).eval()
-        self.g_lr, self.d_lr = cfg.g_lr or lr, cfg.d_lr or lr
+        self.g_lr, self.d_lr = getattr(cfg, "g_lr", None) or lr, getattr(cfg, "d_lr", None) or lr
         self.g_updates = 0
         self.monitor = "fd" if cfg.val_samples else None
         self._extractor: Any = None
         self._real_stats: tuple[np.ndarray, np.ndarray] | None = None
+
+    def is_conditional(self) -> bool:
+        """Whether the networks take the label: cgan always (it needs labels)."""
+        return self.model == "cgan"
 
     # -- harness contract ------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
@@ -227,8 +243,4 @@ class GANTask(Task):
 
 def train(model: str, job: Any) -> Any:
     """The ``gentool_train`` hook body for ``model``."""
-    if model == "stylegan":
-        from gentool_gan.stylegan_train import train as train_stylegan
-
-        return train_stylegan(job)
     return gentool.fit(GANTask(model, job.config, job.data, job.options.lr), job)

@@ -11,7 +11,6 @@ truncated, not an image, too large) gets its own error line and the others go on
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,7 +105,7 @@ def read_image(path: Path, channels: int, scale: int) -> tuple[torch.Tensor, Any
     return arr[None].float() / 255.0, alpha
 
 
-def write_image(x: torch.Tensor, alpha: Any, scale: int, path: Path) -> None:
+def write_image(x: torch.Tensor, alpha: Any, path: Path) -> None:
     from PIL import Image
 
     from gentool import write_atomic
@@ -128,7 +127,7 @@ def run(items: list[str], *, checkpoint: str | None, out: Path, stage: str, tile
         as_json: bool = False) -> int:
     """Up-scale every image named (see the module's docstring); the exit code."""
     import gentool
-    from gentool import ConfigError, GentoolError, load_checkpoint, pick_device
+    from gentool import ConfigError, load_checkpoint, pick_device
 
     from gentool_gan.srgan import receptive_radius
     from gentool_gan.srgan_sample import load_generators
@@ -137,9 +136,7 @@ def run(items: list[str], *, checkpoint: str | None, out: Path, stage: str, tile
         raise ConfigError(f"--stage must be gan or pixel, got {stage!r}")
     if tile < 8:
         raise ConfigError(f"--tile must be at least 8 input pixels, got {tile}")
-    files = find_images(items)
-    if not files:
-        raise ConfigError(f"no images found in {', '.join(items)}")
+    files = image_files(items, out)
     path = gentool.resolve_checkpoint("srgan", checkpoint)
     ckpt = load_checkpoint(path, model="srgan")
     dev = pick_device(device)
@@ -147,38 +144,64 @@ def run(items: list[str], *, checkpoint: str | None, out: Path, stage: str, tile
     g = nets[stage]
     channels = int(ckpt.data["shape"][0])
     margin = receptive_radius(cfg.blocks, cfg.scale)
+    used: set[str] = set()
+
+    def one(f: Path) -> tuple[dict, str]:
+        lr, alpha = read_image(f, channels, cfg.scale)
+        sr, tiles = upscale_tiled(g, lr, cfg.scale, tile, margin, dev)
+        target = unique_target(out, used, f.stem, f"_x{cfg.scale}.png")
+        write_image(sr, alpha, target)
+        h, w = lr.shape[-2:]
+        return ({"file": str(f), "output": str(target), "input_size": [w, h],
+                 "output_size": [w * cfg.scale, h * cfg.scale], "tiles": tiles, "stage": stage, "checkpoint": str(path)},
+                f"{f} -> {target} ({w}x{h} -> {w * cfg.scale}x{h * cfg.scale}, {tiles} tile{'s' * (tiles != 1)})")
+
+    return answer_each(files, one, as_json)
+
+
+def image_files(items: list[str], out: Path) -> list[Path]:
+    """The images named (folders searched), with ``out`` made ready for the results: a verb's
+    start, where a bad argument is one line before any model is loaded."""
+    from gentool import ConfigError, GentoolError
+
+    files = find_images(items)
+    if not files:
+        raise ConfigError(f"no images found in {', '.join(items)}")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GentoolError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    return files
+
+
+def unique_target(out: Path, used: set[str], stem: str, suffix: str) -> Path:
+    """``out/STEM SUFFIX``, numbered (``STEM_2 SUFFIX``) when two inputs of one name came from
+    different folders, so no result overwrites another."""
+    name, k = f"{stem}{suffix}", 1
+    while name in used:
+        k += 1
+        name = f"{stem}_{k}{suffix}"
+    used.add(name)
+    return out / name
+
+
+def answer_each(files: list[Path], work: Any, as_json: bool) -> int:
+    """``work(file)`` -> ``(json document, line)`` for each file, said as it comes; a file that
+    cannot be read or written gets its own ``error:`` line and the others go on. The verb's exit
+    code: 1 when any file failed, else 0."""
     failed = 0
-    used: set[str] = set()
     for f in files:
         try:
-            lr, alpha = read_image(f, channels, cfg.scale)
-            sr, tiles = upscale_tiled(g, lr, cfg.scale, tile, margin, dev)
-            name = f"{f.stem}_x{cfg.scale}.png"
-            k = 1
-            while name in used:  # two inputs of the same name from different folders
-                k += 1
-                name = f"{f.stem}_{k}_x{cfg.scale}.png"
-            used.add(name)
-            target = out / name
-            write_image(sr, alpha, cfg.scale, target)
+            doc, line = work(f)
         except BadImage as exc:
             failed += 1
             _report(as_json, {"file": str(f), "error": str(exc)}, f"error: {f}: {exc}", err=True)
-            continue
         except OSError as exc:
             failed += 1
             _report(as_json, {"file": str(f), "error": f"cannot write: {exc.strerror or exc}"},
                     f"error: {f}: cannot write the result ({exc.strerror or exc})", err=True)
-            continue
-        h, w = lr.shape[-2:]
-        _report(as_json, {"file": str(f), "output": str(target), "input_size": [w, h],
-                          "output_size": [w * cfg.scale, h * cfg.scale], "tiles": tiles, "stage": stage,
-                          "checkpoint": str(path)},
-                f"{f} -> {target} ({w}x{h} -> {w * cfg.scale}x{h * cfg.scale}, {tiles} tile{'s' * (tiles != 1)})")
+        else:
+            _report(as_json, doc, line)
     return 1 if failed else 0
 
 

