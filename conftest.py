@@ -22,13 +22,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_configure(config):
-    """One feature-extractor folder for the whole session, and under xdist a share of the threads.
+    """One feature-extractor folder for the whole session, no downloads, and under xdist a share
+    of the threads.
 
     Tests isolate their runs and caches in temporary folders; the gentool-cnn extractors they
     train (about 20 s each for the digits on a 2-core CPU) go to one session folder
     (``GENTOOL_EXTRACTORS``, seen by the ``gentool`` subprocesses too), so each data set's is
     trained once per session, not once per test. Tests of the extractor cache itself unset it.
+    The Hugging Face hub client is offline for the session (tests never download; set before it is
+    imported, as it reads it once), so ``gentool.testing.invoke`` answers the tests that set it in
+    this process. (Not TRANSFORMERS_OFFLINE: the hub client reads it too, and the hub tests that
+    unset HF_* to reach a closed port would stay offline.)
     """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if "GENTOOL_EXTRACTORS" not in os.environ:
         import atexit
         import shutil

@@ -41,6 +41,9 @@ _EXPORTS: dict[str, str] = {
     "TrainJob": "gentool.api", "SampleJob": "gentool.api", "SampleResult": "gentool.api",
     "EvaluateJob": "gentool.api", "EvaluateResult": "gentool.api", "NoOptions": "gentool.api",
     "DiscriminateJob": "gentool.api",
+    # chat models and tools from plugins
+    "open_chat": "gentool.chat", "ChatSettings": "gentool.chat", "ChatBackend": "gentool.chat",
+    "Tool": "gentool.tools", "ToolAnswer": "gentool.tools", "list_tools": "gentool.tools",
     # the training harness
     "Task": "gentool.training", "StepContext": "gentool.training", "TrainResult": "gentool.training",
     "fit": "gentool.training", "seed_everything": "gentool.training",
@@ -70,11 +73,11 @@ _EXPORTS: dict[str, str] = {
     "ConfigError": "gentool.errors", "PluginError": "gentool.errors", "MissingSplitError": "gentool.errors",
     "say": "gentool.report", "warn": "gentool.report", "GentoolWarning": "gentool.report",
 }
-_SUBMODULES = {"metrics", "data", "testing", "hookspecs", "api", "errors", "report", "engine", "sampling"}
+_SUBMODULES = {"metrics", "data", "testing", "hookspecs", "api", "errors", "report", "engine", "sampling", "chat"}
 
 #: Modules whose names ``from gentool import *`` takes: the torch-free ones (a star import stays light).
 _LIGHT = {"gentool.api", "gentool.engine", "gentool.errors", "gentool.report", "gentool.config", "gentool.io",
-          "gentool.paths", "gentool.data.names", "gentool.sampling"}
+          "gentool.paths", "gentool.data.names", "gentool.sampling", "gentool.chat", "gentool.tools"}
 __all__ = ["__version__", "hookimpl", *sorted(n for n, m in _EXPORTS.items() if m in _LIGHT)]
 
 
@@ -95,6 +98,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
     from gentool.api import (DatasetSpec, EvaluateJob, EvaluateResult, ModelSpec, NoOptions, SampleJob,
                              SampleResult, TrainJob, TrainOptions)
+    from gentool.chat import ChatBackend, ChatSettings, open_chat
     from gentool.checkpoint import Checkpoint, load_checkpoint, read_header
     from gentool.config import build_config, config_from_dict, config_to_dict, flag_value
     from gentool.data.datasets import ImageDataset, TextDataset
@@ -112,4 +116,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
                                  train_feature_classifier)
     from gentool.paths import cache_dir, runs_dir
     from gentool.report import GentoolWarning, say, warn
+    from gentool.tools import Tool, ToolAnswer, list_tools
     from gentool.training import StepContext, Task, TrainResult, fit, seed_everything

@@ -58,7 +58,7 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain help: rich's help renderer imports pygments (+60 ms per start)
 )
 
-CORE_COMMANDS = {"list", "plugins", "train", "sample", "evaluate", "info", "push", "pull"}
+CORE_COMMANDS = {"list", "plugins", "train", "sample", "evaluate", "info", "push", "pull", "serve"}
 _state = {"debug": False}
 
 
@@ -428,6 +428,40 @@ def pull(repo_id: str = typer.Argument(..., help="Hub repository, owner/name."))
 
     model = load_checkpoint(path).model
     _console().print(f"{path}\nsample with: gentool sample {model} --checkpoint hf://{repo}")
+
+
+# -- serve ----------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface; see the warning)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
+    runs: Optional[Path] = typer.Option(None, "--runs", help="Runs folder to show and serve (default: GENTOOL_RUNS or ./runs)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="GENTOOL_API_KEY",
+                                          help="Require 'Authorization: Bearer KEY' on every API request (or GENTOOL_API_KEY)."),
+    chat_model: Optional[str] = typer.Option(None, "--chat-model", help="A chat model besides the runs' (a checkpoint, a transformers folder or hub id)."),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
+    queue: int = typer.Option(8, "--queue", min=0, help="Requests that may wait for a busy model; one more gets a 503."),
+) -> None:
+    """A local web page (runs, samples, tools, chat) and an OpenAI-compatible API."""
+    from gentool.serve import LOOPBACK, ServeConfig, bind, require_extra
+    from gentool.serve import serve as run_server
+
+    require_extra()
+    from gentool.paths import runs_dir
+
+    config = ServeConfig(runs=(runs or runs_dir()).expanduser().resolve(), api_key=api_key or None,
+                         chat_model=chat_model, device=device, queue_size=queue)
+    sock = bind(host, port)
+    port = sock.getsockname()[1]
+    err = _console(stderr=True)
+    if host not in LOOPBACK:
+        err.print(f"[yellow]warning:[/] listening on {escape(host)}: other machines can reach this server"
+                  + ("" if api_key else " and use it without a key (set --api-key)")
+                  + "; it is meant for a trusted network", markup=True)
+    shown = f"[{host}]" if ":" in host else host
+    _console().print(f"gentool serve: http://{shown}:{port}/ (page), /v1 (OpenAI-compatible API), /openapi.json "
+                     f"(schema); runs from {config.runs}; Ctrl-C stops", markup=False)
+    run_server(config, host, port, sock=sock)
 
 
 # -- entry point ----------------------------------------------------------------------------

@@ -41,6 +41,8 @@ if TYPE_CHECKING:  # only for type checkers: keeps this module free of heavy imp
 
     from gentool.api import (DatasetSpec, DiscriminateJob, EvaluateJob, EvaluateResult, ModelSpec, SampleJob,
                              SampleResult, TrainJob)
+    from gentool.chat import ChatBackend
+    from gentool.tools import Tool
 
 hookspec = pluggy.HookspecMarker("gentool")
 
@@ -135,4 +137,42 @@ def gentool_discriminate(model: str, job: "DiscriminateJob") -> "torch.Tensor | 
     (the fake-image detector) use a GAN's discriminator as a baseline without importing the GAN's
     plugin: ``gentool.load(checkpoint).discriminate(images)``. A model without a usable
     discriminator raises :class:`gentool.errors.ConfigError` saying so.
+    """
+
+
+@hookspec(firstresult=True)
+def gentool_open_chat(ref: "str | None", device: "torch.device") -> "ChatBackend | None":
+    """Open the chat model ``ref`` on ``device`` and return a backend (firstresult; optional).
+
+    ``ref`` is what the user named (a checkpoint, a run, a model folder, a hub id) or None for the
+    plugin's default. Return None for a ``ref`` this plugin does not serve; raise
+    :class:`gentool.errors.GentoolError` (one line) for one it serves but cannot open. The backend
+    keeps :class:`gentool.chat.ChatBackend`:
+
+    * ``chat_stream(messages, settings) -> Iterator[str]``: the answer to OpenAI-form messages
+      (``[{"role", "content"}]``) in pieces as tokens are decoded, with a
+      :class:`gentool.ChatSettings` (temperature, top_k, top_p, max_tokens, seed); closing the
+      iterator stops generating;
+    * ``count_tokens(messages) -> int``: the rendered conversation's tokens (usage counts);
+    * ``describe() -> dict[str, str]``: what is loaded;
+    * ``reseed(seed)``: restart the sampling stream (same seed, same answer);
+    * attributes ``context_length``, and after each answer ``stop_reason`` (``"end of turn"``,
+      ``"max tokens"``, ``"context full"``), ``last_tokens`` (the answer's tokens) and
+      ``cut_tokens`` (the oldest tokens of a too-long conversation left out).
+
+    ``gentool.open_chat(ref)`` calls this hook; ``gentool chat`` and ``gentool serve`` use it.
+    """
+
+
+@hookspec
+def gentool_register_tools(register: Callable[["Tool"], None]) -> None:
+    """Register tools that work on files a user gives: ``register(gentool.Tool(...))`` (optional).
+
+    A :class:`gentool.Tool` has a ``name`` (``detect``, ``upscale``), a one-line ``summary``, an
+    ``options`` dataclass (or None) and ``run(files, options) -> list[gentool.ToolAnswer]``:
+    ``files`` is ``[(filename, bytes), ...]``, ``options`` an instance of the dataclass, and the
+    answers come one per file, in order, each with JSON-able ``fields``, an optional ``png`` and a
+    one-line ``error`` for a file that could not be handled (the others are still answered). No web
+    framework in plugins: ``gentool serve`` turns each tool into ``POST /v1/tools/NAME`` and a panel
+    of its page. Keep registration cheap (no torch): import heavy code inside ``run``.
     """

@@ -18,7 +18,8 @@ and functions to call from a test:
   and the same per-epoch losses in ``metrics.jsonl`` as an uninterrupted run;
 - :func:`assert_imports_only_the_facade`: a plugin's sources import gentool only as ``gentool``
   (and ``gentool.metrics``), never its internal modules, which may move;
-- :func:`run_cli`: ``gentool ARGS`` in a fresh interpreter.
+- :func:`run_cli`: ``gentool ARGS`` in a fresh interpreter; :func:`invoke`: the same answer from this
+  process, seconds faster (it falls back to a fresh interpreter where only that will do).
 
     def test_my_model(gentool_env):
         gentool_env.run("train", "mymodel", "--epochs", "1", check=True)
@@ -42,6 +43,8 @@ from typing import Any
 #: Environment variable read by the training harness: kill this process (SIGKILL, no clean-up)
 #: right after the checkpoint written at this step. For crash tests only.
 KILL_AT_STEP_ENV = "GENTOOL_TEST_KILL_AT_STEP"
+#: Environment variables that libraries read once, at import: a change needs a fresh interpreter.
+_READ_AT_IMPORT = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_")
 #: What a plugin's own modules may import from gentool.
 FACADE_MODULES = frozenset({"gentool", "gentool.metrics"})
 
@@ -51,6 +54,125 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None =
     """Run ``gentool ARGS`` in a fresh interpreter (entry points as a user's shell sees them)."""
     return subprocess.run([sys.executable, "-m", "gentool", *args], env=None if env is None else dict(env),
                           cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _fresh_only(args: tuple[str, ...], env: Mapping[str, str]) -> str | None:
+    """Why ``gentool ARGS`` with ``env`` needs a fresh interpreter, or None when this one will do."""
+    if next((a for a in args if not a.startswith("-")), None) == "serve":
+        return "a server (it runs until stopped)"
+    if _added_paths(env) is None:
+        return "a PYTHONPATH whose modules clash with ones this process imported from elsewhere"
+    if any(k.startswith("GENTOOL_TEST_KILL") and v for k, v in env.items()):
+        return "a crash point (the process is killed)"
+    if any(env.get(k) != os.environ.get(k) for k in {*env, *os.environ} if k.startswith(_READ_AT_IMPORT)):
+        return "Hugging Face settings (read once, when their libraries are imported)"
+    return None
+
+
+def _added_paths(env: Mapping[str, str]) -> list[str] | None:
+    """The folders ``env``'s PYTHONPATH adds to this process's (a plugin or distribution made on the
+    spot), or None where this process cannot stand in for a fresh interpreter: a folder removed, or
+    one holding a module this process already imported from somewhere else."""
+    ours = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    theirs = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if any(p not in theirs for p in ours):
+        return None
+    added = [p for p in theirs if p not in ours]
+    for folder in added:
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            module = name[:-3] if name.endswith(".py") else name
+            if name.endswith((".dist-info", ".egg-info")) or module == "__pycache__" or module not in sys.modules:
+                continue
+            where = getattr(sys.modules[module], "__file__", None) or ""
+            if not os.path.abspath(where).startswith(os.path.abspath(folder) + os.sep):
+                return None
+    return added
+
+
+def _fresh_thread_count(env: Mapping[str, str]) -> int:
+    """The thread count torch starts with in a fresh interpreter given ``env`` (its OpenMP default:
+    ``OMP_NUM_THREADS``, else one per CPU this process may run on)."""
+    raw = env.get("OMP_NUM_THREADS", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def invoke(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,
+           timeout: float = 900, stdin: str = "") -> subprocess.CompletedProcess:
+    """``gentool ARGS`` in this process, as :func:`run_cli` would answer it, without its seconds of
+    interpreter and torch start-up (the test suite's largest cost).
+
+    For the call, the environment is ``env``, the working folder ``cwd``, the folders its PYTHONPATH
+    adds are on ``sys.path``, the plugin registry is rebuilt from that environment and plugins add
+    their verbs afresh, stdin holds ``stdin`` (not a terminal), stdout and stderr are captured, and
+    torch's thread count is what a fresh interpreter would read from ``OMP_NUM_THREADS``; afterwards
+    the environment, folder, registry, verbs, random streams, thread count and warning filters are
+    put back. Falls back to a fresh interpreter where only that will do (:func:`_fresh_only`).
+    """
+    import contextlib
+    import importlib
+    import io
+    import traceback
+    import warnings
+
+    env = dict(os.environ) if env is None else dict(env)
+    if _fresh_only(args, env):
+        return subprocess.run([sys.executable, "-m", "gentool", *args], env=env, cwd=cwd, input=stdin,
+                              capture_output=True, text=True, timeout=timeout)
+    import torch
+
+    from gentool import cli
+    from gentool.engine import _caller_state_kept
+    from gentool.plugins import set_registry
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd, saved_stdin = dict(os.environ), os.getcwd(), sys.stdin
+    saved_verbs, saved_groups = list(cli.app.registered_commands), list(cli.app.registered_groups)
+    added = _added_paths(env) or []
+    code: int = 0
+    with _caller_state_kept(), warnings.catch_warnings():
+        try:
+            os.environ.clear()
+            os.environ.update(env)
+            if cwd is not None:
+                os.chdir(cwd)
+            torch.set_num_threads(_fresh_thread_count(env))
+            sys.path[:0] = added
+            importlib.invalidate_caches()
+            set_registry(None)
+            cli._commands_added = False  # this environment's plugins add their own verbs
+            sys.stdin = io.StringIO(stdin)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    cli.main(list(args))
+                except SystemExit as exc:
+                    if isinstance(exc.code, int) or exc.code is None:
+                        code = exc.code or 0
+                    else:
+                        print(exc.code, file=sys.stderr)
+                        code = 1
+                except KeyboardInterrupt:
+                    code = 130
+                except Exception:  # what a fresh interpreter would print before dying
+                    traceback.print_exc()
+                    code = 1
+        finally:
+            for folder in added:
+                if folder in sys.path:
+                    sys.path.remove(folder)
+            sys.stdin = saved_stdin
+            cli.app.registered_commands[:], cli.app.registered_groups[:] = saved_verbs, saved_groups
+            cli._commands_added = False
+            os.chdir(saved_cwd)
+            os.environ.clear()
+            os.environ.update(saved_env)
+            set_registry(None)
+    return subprocess.CompletedProcess(["gentool", *args], code, out.getvalue(), err.getvalue())
 
 
 def _check(res: subprocess.CompletedProcess, what: str) -> None:
@@ -81,8 +203,8 @@ def assert_resume_is_exact(model: str, *train_args: str, env: Mapping[str, str],
     (straight, resumed) for further checks.
     """
     for name, n in (("straight", epochs), ("resumed", epochs - 1)):
-        _check(run_cli("train", model, "--epochs", str(n), "--name", name, *train_args, env=env), f"gentool train {model}")
-    _check(run_cli("train", model, "--resume", "resumed", "--epochs", str(epochs), "-q", env=env),
+        _check(invoke("train", model, "--epochs", str(n), "--name", name, *train_args, env=env), f"gentool train {model}")
+    _check(invoke("train", model, "--resume", "resumed", "--epochs", str(epochs), "-q", env=env),
            f"gentool train {model} --resume")
     return _tensors_equal(Path(runs) / model / "straight" / "last.safetensors",
                           Path(runs) / model / "resumed" / "last.safetensors")
@@ -109,7 +231,7 @@ def assert_mid_epoch_resume_is_exact(model: str, *train_args: str, env: Mapping[
         raise ValueError("kill_at must be a multiple of save_every (the kill follows that checkpoint)")
     runs = Path(runs)
     common = ("--epochs", str(epochs), "--save-every", str(save_every), *train_args)
-    _check(run_cli("train", model, *common, "--name", "straight", env=env), f"gentool train {model}")
+    _check(invoke("train", model, *common, "--name", "straight", env=env), f"gentool train {model}")
     killed = run_cli("train", model, *common, "--name", "killed", env={**env, KILL_AT_STEP_ENV: str(kill_at)})
     assert killed.returncode in (-9, 137), (f"the run was not killed at step {kill_at} (exit {killed.returncode}): "
                                             f"is it past the end of training?\n{killed.stderr[-2000:]}")
@@ -121,7 +243,7 @@ def assert_mid_epoch_resume_is_exact(model: str, *train_args: str, env: Mapping[
     assert ckpt.has_train_state, "the checkpoint has no training state"
     batch = _position(ckpt)[1]
     assert batch > 0, (f"step {kill_at} ends an epoch: choose kill_at inside an epoch to test a mid-epoch resume")
-    _check(run_cli("train", model, "--resume", "killed", "-q", env=env), f"gentool train {model} --resume")
+    _check(invoke("train", model, "--resume", "killed", "-q", env=env), f"gentool train {model} --resume")
     a, b = _tensors_equal(runs / model / "straight" / "last.safetensors", last)
     straight, resumed = _epoch_losses(runs / model / "straight"), _epoch_losses(runs / model / "killed")
     assert straight == resumed, f"per-epoch losses differ after resume:\n{straight}\n{resumed}"
@@ -198,8 +320,9 @@ class IsolatedGentool:
         return Path(self.env["GENTOOL_CACHE"])
 
     def run(self, *args: str, check: bool = False, timeout: float = 900) -> subprocess.CompletedProcess:
-        """``gentool ARGS`` in a fresh interpreter with this environment, in this folder."""
-        res = run_cli(*args, env=self.env, cwd=self.dir, timeout=timeout)
+        """``gentool ARGS`` with this environment, in this folder (:func:`invoke`: in this process where
+        a fresh interpreter would answer the same)."""
+        res = invoke(*args, env=self.env, cwd=self.dir, timeout=timeout)
         if check:
             _check(res, "gentool " + " ".join(args))
         return res

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gentool.testing import make_dist, run_cli  # noqa: F401  (make_dist: tests import it from here)
+from gentool.testing import invoke, make_dist  # noqa: F401  (make_dist: tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -44,8 +44,9 @@ def toy_env(workdir) -> dict[str, str]:
 
 def gentool(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300,
             check: bool = False) -> subprocess.CompletedProcess:
-    """Run the real command line in a subprocess (:func:`gentool.testing.run_cli`)."""
-    proc = run_cli(*args, env=env, cwd=cwd, timeout=timeout)
+    """Run the real command line (:func:`gentool.testing.invoke`: in this process where a fresh
+    interpreter would answer the same, else in one)."""
+    proc = invoke(*args, env=env, cwd=cwd, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"gentool {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

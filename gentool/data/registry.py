@@ -137,7 +137,8 @@ def load_dataset(
 ) -> Union[ImageDataset, TextDataset]:
     """Load the data set that ``spec`` names (``None`` -> ``default``).
 
-    ``spec`` is a name from ``extra`` (plugins' data sets) or :data:`BUILTIN_DATASETS`,
+    ``spec`` is a name from ``extra`` (plugins' data sets; None: those of the installed plugins,
+    so a plugin finds another's by name) or :data:`BUILTIN_DATASETS`,
     matched case-insensitively, else a path: a folder of IDX files, an image folder (class
     subfolders, optionally under ``train/`` and ``test/``), a ``.npz``, a single IDX file, a
     CIFAR-10 binary archive or folder, or a ``.txt``/``.md`` file. ``split`` is "train",
@@ -150,6 +151,10 @@ def load_dataset(
     if channels is not None:
         check_channels(channels)
     spec = default if spec is None else str(spec)
+    if extra is None:
+        from gentool.plugins import get_registry
+
+        extra = get_registry().datasets
     try:
         return _load(spec, split, image_size, channels, extra, default)
     except MemoryError as exc:  # the checks before each allocation should make this rare

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+from gentool.testing import invoke
+
 
 def gentool(*args, cwd, env):
-    return subprocess.run([sys.executable, "-m", "gentool", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    """The real command line (in this process where a fresh interpreter would answer the same)."""
+    return invoke(*args, cwd=cwd, env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")

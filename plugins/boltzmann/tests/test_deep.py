@@ -12,7 +12,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import torch
 import gentool
 from gentool import load_checkpoint
 from gentool.checkpoint import TRAIN_PREFIX, unpack_state  # test-only: looks inside the training state
+from gentool.testing import invoke
 
 CLI_TIMEOUT = 600
 
@@ -47,8 +47,8 @@ def env(tmp_path, monkeypatch):
 
 
 def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gentool", *args], env=env, capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT)
+    """The real command line (in this process where a fresh interpreter would answer the same)."""
+    return invoke(*args, env=env, timeout=CLI_TIMEOUT)
 
 
 def evaluate_json(model: str, *args: str, env: dict) -> tuple[dict, dict]:

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from gentool.testing import invoke
+
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
 
 def gentool(*args, env):
-    return subprocess.run([sys.executable, "-m", "gentool", *args], env=env, capture_output=True, text=True,
-                          timeout=900)
+    """The real command line (in this process where a fresh interpreter would answer the same)."""
+    return invoke(*args, env=env, timeout=900)
 
 
 @pytest.fixture

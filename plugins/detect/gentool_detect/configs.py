@@ -59,3 +59,17 @@ class DetectorEvaluateOptions:
     def __post_init__(self) -> None:
         if self.logo_epochs < 0:
             raise ValueError("--logo-epochs must be >= 0")
+
+
+@dataclass
+class DetectToolOptions:
+    """Options of the ``detect`` tool (``gentool serve``'s ``POST /v1/tools/detect``)."""
+
+    checkpoint: str | None = field(default=None, metadata={
+        "help": "Detector checkpoint or run (default: the newest detector run)."})
+    threshold: float = field(default=0.5, metadata={"help": "Probability from which the verdict is 'generated'."})
+    heatmap: bool = field(default=False, metadata={"help": "Also a Grad-CAM heatmap overlay per image (PNG)."})
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.threshold <= 1:
+            raise ValueError("threshold must lie in [0, 1]")

@@ -78,14 +78,20 @@ def overlay(img: Image.Image, heat: np.ndarray, alpha: float = 0.5) -> Image.Ima
     return Image.fromarray(out.clip(0, 255).astype(np.uint8))
 
 
-def write(scorer, img: Image.Image, folder: Path, name: str) -> Path:
-    """Write ``folder/<name>.heatmap.png`` for ``img`` (small images enlarged for viewing): Grad-CAM
-    for a trained detector, occlusion for any other scorer."""
+def heatmap_image(scorer, img: Image.Image) -> Image.Image:
+    """The heatmap overlay of ``img`` (small images enlarged for viewing): Grad-CAM for a trained
+    detector, occlusion for any other scorer."""
     heat = gradcam_map(scorer, img) if hasattr(scorer, "net") else occlusion_map(scorer, img)
     out = overlay(img, heat)
     if max(out.size) < 256:  # an 8x8 or 32x32 image is unreadable at its size
         k = max(1, 256 // max(out.size))
         out = out.resize((out.width * k, out.height * k), Image.Resampling.NEAREST)
+    return out
+
+
+def write(scorer, img: Image.Image, folder: Path, name: str) -> Path:
+    """Write ``folder/<name>.heatmap.png``: :func:`heatmap_image` of ``img``."""
+    out = heatmap_image(scorer, img)
     target = folder / f"{name}.heatmap.png"
     try:
         folder.mkdir(parents=True, exist_ok=True)

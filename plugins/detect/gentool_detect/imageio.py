@@ -3,6 +3,7 @@ file (not an image, truncated, corrupt, or over Pillow's decompression-bomb pixe
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -37,22 +38,23 @@ def _eight_bit(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """The image at ``path`` as an 8-bit "L" or "RGB" PIL image, EXIF rotation applied.
+def open_image(path: str | Path, data: bytes | None = None) -> Image.Image:
+    """The image at ``path`` (or, given ``data``, the uploaded bytes of a file named ``path``) as an
+    8-bit "L" or "RGB" PIL image, EXIF rotation applied.
 
     Raises :class:`ImageReadError` (one line naming the file) for anything that is not a whole,
     decodable image within ``PIL.Image.MAX_IMAGE_PIXELS``.
     """
     path = Path(path)
-    if not path.exists():
+    if data is None and not path.exists():
         raise ImageReadError(f"{path}: no such file")
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise ImageReadError(f"{path}: not a regular file")
     limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path if data is None else io.BytesIO(data)) as img:
                 if limit is not None and img.width * img.height > limit:
                     raise ImageReadError(f"{path}: {img.width}x{img.height} is more than Pillow's limit of {limit} "
                                          "pixels (possible decompression bomb)")

@@ -1,4 +1,5 @@
-"""Entry point of the detect plugin: the ``detector`` model and the ``gentool detect`` verb.
+"""Entry point of the detect plugin: the ``detector`` model, the ``gentool detect`` verb and the
+``detect`` tool (``gentool serve``'s ``POST /v1/tools/detect`` and its page panel).
 
 No torch here: training, detection and evaluation modules are imported inside the hooks and the
 command, so ``gentool --help`` and ``gentool list`` stay instant.
@@ -6,9 +7,9 @@ command, so ``gentool --help`` and ``gentool list`` stay instant.
 
 from __future__ import annotations
 
-from gentool import ModelSpec, NoOptions, hookimpl
+from gentool import ModelSpec, NoOptions, Tool, hookimpl
 
-from gentool_detect.configs import DetectorConfig, DetectorEvaluateOptions
+from gentool_detect.configs import DetectorConfig, DetectorEvaluateOptions, DetectToolOptions
 
 SPEC = ModelSpec("detector", "detector",
                  "Fake-image detector: small CNN over the NPR residual, calibrated (Tan et al. 2024)",
@@ -27,6 +28,18 @@ def gentool_register_commands(app):
     from gentool_detect.command import register
 
     register(app)
+
+
+def _run_detect_tool(files, options):
+    from gentool_detect.tool import run
+
+    return run(files, options)
+
+
+@hookimpl
+def gentool_register_tools(register):
+    register(Tool("detect", "Probability that each image is generated (and a heatmap of why)",
+                  run=_run_detect_tool, options=DetectToolOptions))
 
 
 @hookimpl

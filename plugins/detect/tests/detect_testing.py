@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gentool.testing import run_cli
+from gentool.testing import invoke
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 MNIST = SHARED / "mnist"
-gentool_cli = run_cli
+gentool_cli = invoke
 
 
 def make_env(runs: Path, cache: Path) -> dict[str, str]:

@@ -23,6 +23,8 @@ class CycleGANConfig:
     decay_from: float = field(default=0.5, metadata={
         "help": "Fraction of the run after which the learning rate decays linearly to zero."})
     beta1: float = field(default=0.5, metadata={"help": "Adam beta1."})
+    epoch_images: int = field(default=0, metadata={
+        "help": "Images of each domain one epoch draws (fresh ones each epoch; 0: all of the larger domain): short epochs on big sets."})
 
     def __post_init__(self) -> None:
         if self.domains is not None:
@@ -33,6 +35,8 @@ class CycleGANConfig:
             raise ValueError("width and d_width must be at least 1, res_blocks at least 0")
         if self.cycle_weight < 0 or self.identity_weight < 0:
             raise ValueError("cycle_weight and identity_weight must be >= 0")
+        if self.epoch_images < 0:
+            raise ValueError("epoch_images must be >= 0")
         if self.pool_size < 0:
             raise ValueError("pool_size must be >= 0")
         if not 0 <= self.decay_from <= 1:

@@ -92,7 +92,8 @@ class CycleGANTask(Task):
         return {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in optimizers.items()}
 
     def steps_per_epoch(self, batch_size: int, world_size: int) -> int:
-        return max(1, max(len(self.images_a), len(self.images_b)) // (batch_size * world_size))
+        n = self.cfg.epoch_images or max(len(self.images_a), len(self.images_b))
+        return max(1, n // (batch_size * world_size))
 
     def batches(self, epoch: int, batch_size: int, rank: int, world_size: int, seed: int) -> Iterator[Any]:
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)

@@ -1,6 +1,6 @@
 """Entry point of the GAN plugin: registers gan, cgan, dcgan, stylegan, srgan and cyclegan, their
-hooks and the `upscale` and `translate` verbs (the core routes each call to this plugin only for
-its own models).
+hooks, the `upscale` and `translate` verbs and the data set `mnist-m-pair` (cyclegan's digit pair;
+the core routes each call to this plugin only for its own models).
 
 No torch here: :mod:`gentool_gan.task`, :mod:`gentool_gan.sampling` and
 :mod:`gentool_gan.evaluate` are imported only when a model trains, samples or evaluates.
@@ -8,7 +8,7 @@ No torch here: :mod:`gentool_gan.task`, :mod:`gentool_gan.sampling` and
 
 from __future__ import annotations
 
-from gentool import ModelSpec, hookimpl
+from gentool import DatasetSpec, ModelSpec, hookimpl
 
 from gentool_gan.configs import (CGANConfig, DCGANConfig, GANEvaluateOptions, GANSampleOptions, MLPGANConfig,
                                  StyleGANConfig, StyleGANEvaluateOptions, StyleGANSampleOptions)
@@ -60,6 +60,18 @@ def gentool_register_models(register):
         register(spec)
 
 
+def _load_mnist_m_pair(**kwargs):
+    from gentool_gan.digit_pair import load_mnist_m_pair
+
+    return load_mnist_m_pair(**kwargs)
+
+
+@hookimpl
+def gentool_register_datasets(register):
+    register(DatasetSpec("mnist-m-pair", "MNIST (A) and MNIST-M-style digits on CIFAR patches (B), 32x32 colour, "
+                         "labels kept, for cyclegan; built locally from MNIST and CIFAR files", _load_mnist_m_pair))
+
+
 @hookimpl
 def gentool_register_commands(app):
     from gentool_gan.verbs import register
@@ -102,3 +114,11 @@ def gentool_discriminate(model, job):
     from gentool_gan.discriminate import discriminate
 
     return discriminate(model, job)
+
+
+@hookimpl
+def gentool_register_tools(register):
+    from gentool_gan.tools import TOOLS
+
+    for tool in TOOLS:
+        register(tool)

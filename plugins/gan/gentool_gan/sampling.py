@@ -98,7 +98,7 @@ def held_out_data(ckpt: Any, usable: Any = None) -> Any:
     held-out images transformed (srgan restores them, cyclegan translates them)."""
     from gentool import DataError, MissingSplitError, load_dataset
 
-    data = ckpt.data
+    data = ckpt.data  # a name may be a plugin's data set (mnist-m-pair): load_dataset knows those too
     kwargs = {"image_size": data["shape"][-1], "channels": data["shape"][0]}
     name = data.get("name") or "digits"
     try:

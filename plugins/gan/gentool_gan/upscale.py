@@ -61,16 +61,19 @@ def find_images(items: list[str]) -> list[Path]:
     return found
 
 
-def read_image(path: Path, channels: int, scale: int) -> tuple[torch.Tensor, Any]:
-    """``path`` as a float tensor ``[1, channels, H, W]`` in [0, 1], and its alpha (a PIL image) or None."""
+def read_image(source: Path | bytes, channels: int, scale: int) -> tuple[torch.Tensor, Any]:
+    """``source`` (a file, or an uploaded file's bytes) as a float tensor ``[1, channels, H, W]`` in
+    [0, 1], and its alpha (a PIL image) or None."""
+    import io
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    if not path.exists():
+    if isinstance(source, Path) and not source.exists():
         raise BadImage("no such file")
-    if not path.is_file():
+    if isinstance(source, Path) and not source.is_file():
         raise BadImage("not a regular file")
     try:
-        with Image.open(path) as img:
+        with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as img:
             w, h = img.size
             if w * h > MAX_INPUT_PIXELS:
                 raise BadImage(f"{w}x{h} is too large: at most {MAX_INPUT_PIXELS:,} input pixels")
@@ -106,9 +109,15 @@ def read_image(path: Path, channels: int, scale: int) -> tuple[torch.Tensor, Any
 
 
 def write_image(x: torch.Tensor, alpha: Any, path: Path) -> None:
-    from PIL import Image
-
+    """``x`` ``[1, C, H, W]`` (with ``alpha`` put back, when there is one) as a PNG file, atomically."""
     from gentool import write_atomic
+
+    write_atomic(path, png_bytes(x, alpha))
+
+
+def png_bytes(x: torch.Tensor, alpha: Any) -> bytes:
+    """``x`` ``[1, C, H, W]`` in [0, 1] as PNG bytes, with ``alpha`` (a PIL image) resized and put back."""
+    from PIL import Image
 
     arr = (x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
@@ -120,41 +129,56 @@ def write_image(x: torch.Tensor, alpha: Any, path: Path) -> None:
 
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    write_atomic(path, buf.getvalue())
+    return buf.getvalue()
+
+
+class Upscaler:
+    """An srgan checkpoint's generator ready to up-scale images one by one (what ``gentool upscale``
+    and the ``upscale`` tool of ``gentool serve`` run per file)."""
+
+    def __init__(self, checkpoint: str | None, *, stage: str = "gan", tile: int = 128, device: str = "auto"):
+        import gentool
+        from gentool import ConfigError, load_checkpoint, pick_device
+
+        from gentool_gan.srgan import receptive_radius
+        from gentool_gan.srgan_sample import load_generators
+
+        if stage not in ("gan", "pixel"):
+            raise ConfigError(f"--stage must be gan or pixel, got {stage!r}")
+        if tile < 8:
+            raise ConfigError(f"--tile must be at least 8 input pixels, got {tile}")
+        self.path = gentool.resolve_checkpoint("srgan", checkpoint)
+        ckpt = load_checkpoint(self.path, model="srgan")
+        self.device = pick_device(device)
+        nets, cfg = load_generators(ckpt, self.device)
+        self.g, self.scale, self.stage, self.tile = nets[stage], cfg.scale, stage, tile
+        self.channels = int(ckpt.data["shape"][0])
+        self.margin = receptive_radius(cfg.blocks, cfg.scale)
+
+    def __call__(self, source: Path | bytes) -> tuple[torch.Tensor, Any, dict[str, Any]]:
+        """The up-scaled image ``[1, C, sH, sW]``, its alpha (or None) and what to report of it;
+        :class:`BadImage` for a file that cannot be read or is too large."""
+        lr, alpha = read_image(source, self.channels, self.scale)
+        sr, tiles = upscale_tiled(self.g, lr, self.scale, self.tile, self.margin, self.device)
+        h, w = lr.shape[-2:]
+        return sr, alpha, {"input_size": [w, h], "output_size": [w * self.scale, h * self.scale], "tiles": tiles,
+                           "stage": self.stage, "checkpoint": str(self.path)}
 
 
 def run(items: list[str], *, checkpoint: str | None, out: Path, stage: str, tile: int, device: str,
         as_json: bool = False) -> int:
     """Up-scale every image named (see the module's docstring); the exit code."""
-    import gentool
-    from gentool import ConfigError, load_checkpoint, pick_device
-
-    from gentool_gan.srgan import receptive_radius
-    from gentool_gan.srgan_sample import load_generators
-
-    if stage not in ("gan", "pixel"):
-        raise ConfigError(f"--stage must be gan or pixel, got {stage!r}")
-    if tile < 8:
-        raise ConfigError(f"--tile must be at least 8 input pixels, got {tile}")
     files = image_files(items, out)
-    path = gentool.resolve_checkpoint("srgan", checkpoint)
-    ckpt = load_checkpoint(path, model="srgan")
-    dev = pick_device(device)
-    nets, cfg = load_generators(ckpt, dev)
-    g = nets[stage]
-    channels = int(ckpt.data["shape"][0])
-    margin = receptive_radius(cfg.blocks, cfg.scale)
+    up = Upscaler(checkpoint, stage=stage, tile=tile, device=device)
     used: set[str] = set()
 
     def one(f: Path) -> tuple[dict, str]:
-        lr, alpha = read_image(f, channels, cfg.scale)
-        sr, tiles = upscale_tiled(g, lr, cfg.scale, tile, margin, dev)
-        target = unique_target(out, used, f.stem, f"_x{cfg.scale}.png")
+        sr, alpha, info = up(f)
+        target = unique_target(out, used, f.stem, f"_x{up.scale}.png")
         write_image(sr, alpha, target)
-        h, w = lr.shape[-2:]
-        return ({"file": str(f), "output": str(target), "input_size": [w, h],
-                 "output_size": [w * cfg.scale, h * cfg.scale], "tiles": tiles, "stage": stage, "checkpoint": str(path)},
-                f"{f} -> {target} ({w}x{h} -> {w * cfg.scale}x{h * cfg.scale}, {tiles} tile{'s' * (tiles != 1)})")
+        (w, h), (ow, oh), tiles = info["input_size"], info["output_size"], info["tiles"]
+        return ({"file": str(f), "output": str(target), **info},
+                f"{f} -> {target} ({w}x{h} -> {ow}x{oh}, {tiles} tile{'s' * (tiles != 1)})")
 
     return answer_each(files, one, as_json)
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gentool.testing import run_cli
+from gentool.testing import invoke
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-gentool = run_cli  # the real command line in a subprocess
+gentool = invoke  # the real command line (in this process where a fresh interpreter would answer the same)
 
 
 def make_env(runs: Path, cache: Path) -> dict[str, str]:

@@ -96,6 +96,24 @@ def test_sample_and_translate_answer_every_file(trained, tmp_path):
     assert docs[1]["size"] == [5, 3]  # smaller than the generator's reach: padded to 8, cropped back
 
 
+def test_translate_tool_answers_uploads_as_the_verb_does(trained, tmp_path):
+    """``gentool serve``'s translate tool: for uploaded bytes, the same PNG as ``gentool translate``
+    writes for the file, in either direction."""
+    from gentool import list_tools
+
+    base, env = trained
+    ckpt = base / "runs" / "cyclegan" / "r" / "last.safetensors"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (20, 28), dtype=np.uint8), "L").save(tmp_path / "p.png")
+    res = gentool("translate", str(tmp_path / "p.png"), "-c", str(ckpt), "--direction", "b2a", "--json",
+                  "-o", str(tmp_path / "t"), env=env, cwd=base)
+    assert res.returncode == 0, res.stderr
+    written = Path(json.loads(res.stdout.splitlines()[0])["output"])
+    answers = list_tools()["translate"]([("p.png", (tmp_path / "p.png").read_bytes())],
+                                        {"checkpoint": str(ckpt), "direction": "b2a"})
+    assert answers[0].error is None and answers[0].png == written.read_bytes()
+    assert answers[0].fields["direction"] == "b2a" and answers[0].fields["to"] == written.stem.rsplit("_", 1)[1]
+
+
 def test_cyclegan_resume_after_a_kill_is_exact(env, tmp_path):
     """Killed mid-epoch (after the checkpoint of step 6 of 10) and resumed: bit-exact, pools and the
     learning-rate decay included. (Not the epochs-1-then-more check: the decay spans the run's

@@ -159,6 +159,26 @@ def test_upscale_json_and_bad_usage(env, tmp_path):
     assert res.returncode == 1 and "too small for scale 8" in res.stderr, res.stderr
 
 
+def test_upscale_tool_answers_uploads_as_the_verb_does(env, tmp_path):
+    """``gentool serve``'s upscale tool (``gentool.list_tools()``): for uploaded bytes, the same PNG
+    (alpha kept) as ``gentool upscale`` writes for the file; a corrupt upload gets its one line and
+    the next file is still answered."""
+    from gentool import list_tools
+
+    ckpt = _srgan_checkpoint(tmp_path / "sr.safetensors")
+    Image.new("RGBA", (12, 9), (200, 10, 10, 128)).save(tmp_path / "a.png")
+    res = gentool("upscale", str(tmp_path / "a.png"), "-c", str(ckpt), "-o", "u", env=env)
+    assert res.returncode == 0, res.stderr
+    tool = list_tools()["upscale"]
+    answers = tool([("bad.png", b"\x89PNG broken"), ("a.png", (tmp_path / "a.png").read_bytes())],
+                   {"checkpoint": str(ckpt)})
+    assert answers[0].error and "\n" not in answers[0].error and answers[0].png is None
+    assert answers[1].png == (tmp_path / "u" / "a_x2.png").read_bytes()
+    assert answers[1].fields["output_size"] == [24, 18] and answers[1].fields["stage"] == "gan"
+    with pytest.raises(Exception, match="stage"):
+        tool([("a.png", b"")], {"checkpoint": str(ckpt), "stage": "best"})
+
+
 def test_discriminate_through_the_core_uses_the_checkpoints_own_discriminator(tmp_path):
     """``gentool.load(ckpt).discriminate`` (what the detector plugin calls) gives the stored
     discriminator's logits; a wrong shape or range is refused in one line."""

@@ -23,14 +23,12 @@ torch and transformers are imported inside the functions that need them.
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
-from gentool import CheckpointError, GentoolError
+from gentool import ChatSettings, CheckpointError, GentoolError
 
 if TYPE_CHECKING:
     import torch
@@ -38,54 +36,18 @@ if TYPE_CHECKING:
 MODEL = "gpt"
 Message = Mapping[str, str]
 #: Largest seed a torch generator takes from us (``manual_seed`` wants a 64-bit integer).
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**63 - 1  # the same as gentool.chat.MAX_SEED
 HF_INSTALL_HINT = "the transformers backend needs transformers: pip install 'gentool-gpt[hf]'"
 
 
-@dataclass
-class Settings:
-    """Decoding settings of a chat session (``/set name value`` changes them)."""
-
-    temperature: float = 0.8
-    top_k: int | None = None
-    top_p: float | None = None
-    max_tokens: int = 256
-    seed: int | None = None
-
-    def check(self, *, flags: bool = False) -> "Settings":
-        """Raise :class:`GentoolError` (one line) for values that make no sense; return self.
-
-        Numbers must be finite and in range, whole numbers whole, the seed in ``0..2**63-1``.
-        ``flags`` names the values as the command line's flags (``--top-p``), else as ``/set``'s.
-        """
-        def name(key: str) -> str:
-            return "--" + key.replace("_", "-") if flags else key
-
-        def number(key: str, value: Any) -> float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise GentoolError(f"{name(key)} must be a finite number, not {value!r}")
-            return float(value)
-
-        def whole(key: str, value: Any) -> int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise GentoolError(f"{name(key)} must be a whole number, not {value!r}")
-            return value
-
-        if number("temperature", self.temperature) < 0:
-            raise GentoolError(f"{name('temperature')} must be >= 0 (0 is greedy), not {self.temperature!r}")
-        if self.top_k is not None and whole("top_k", self.top_k) < 1:
-            raise GentoolError(f"{name('top_k')} must be at least 1 (or none), not {self.top_k!r}")
-        if self.top_p is not None and not 0 < number("top_p", self.top_p) <= 1:
-            raise GentoolError(f"{name('top_p')} must be in (0, 1] (or none), not {self.top_p!r}")
-        if whole("max_tokens", self.max_tokens) < 1:
-            raise GentoolError(f"{name('max_tokens')} must be at least 1, not {self.max_tokens!r}")
-        if self.seed is not None and not 0 <= whole("seed", self.seed) <= MAX_SEED:
-            raise GentoolError(f"{name('seed')} must be in 0..{MAX_SEED} (2**63-1) (or none), not {self.seed!r}")
-        return self
+#: The decoding settings live in the core now (``gentool.ChatSettings``, the same fields and
+#: ``check()``); the old name stays for code written against this module.
+Settings = ChatSettings
 
 
 class Backend:
-    """A chat model: streams answers to conversations in OpenAI messages form."""
+    """A chat model: streams answers to conversations in OpenAI messages form (keeps the core's
+    ``gentool.ChatBackend`` protocol, so ``gentool.open_chat`` and ``gentool serve`` use it)."""
 
     #: Longest context the model takes, in tokens.
     context_length: int = 0

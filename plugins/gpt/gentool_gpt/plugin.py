@@ -47,6 +47,14 @@ def gentool_register_commands(app):
 
 
 @hookimpl
+def gentool_open_chat(ref, device):
+    """``gentool.open_chat``: our checkpoints and runs, or any transformers causal LM."""
+    from gentool_gpt.backends import open_backend
+
+    return open_backend(ref, device)
+
+
+@hookimpl
 def gentool_train(job):
     from gentool_gpt.task import train
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from gentool.testing import run_cli
+from gentool.testing import invoke
 
 SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 # A model small enough to train in seconds on two busy CPU cores.
@@ -14,5 +14,5 @@ TINY = ["--set", "n_layer=2", "--set", "n_embd=32", "--set", "n_head=2", "--set"
 
 
 def gentool(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run the real command line in a subprocess."""
-    return run_cli(*args, env=env, timeout=timeout)
+    """Run the real command line (in this process where a fresh interpreter would answer the same)."""
+    return invoke(*args, env=env, timeout=timeout)

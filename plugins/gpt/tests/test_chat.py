@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from gentool.errors import GentoolError
+from gentool.testing import invoke
 
 TIMEOUT = 120
 ANSWERS = {"hi": "hello there!", "who are you?": "a tiny model."}
@@ -33,8 +34,8 @@ def _env(root: Path) -> dict[str, str]:
 
 
 def gentool(*args: str, env: dict, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gentool", *args], env=env, cwd=cwd, input=stdin,
-                          capture_output=True, text=True, timeout=TIMEOUT)
+    """The real command line with piped stdin (in this process where a fresh interpreter would answer the same)."""
+    return invoke(*args, env=env, cwd=cwd, stdin=stdin or "", timeout=TIMEOUT)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,104 @@
+"""Tools: what a plugin does to files a user gives (detect, upscale, translate), framework-free.
+
+A plugin registers its tools through the ``gentool_register_tools`` hook::
+
+    @gentool.hookimpl
+    def gentool_register_tools(register):
+        register(gentool.Tool("detect", "probability each image is generated", run=run_detect,
+                              options=DetectOptions))
+
+``run(files, options)`` takes ``[(filename, bytes), ...]`` and an instance of the ``options``
+dataclass (parsed and checked by the core), and returns one :class:`ToolAnswer` per file, in order.
+A file it cannot handle gets an answer with ``error`` (one line) and the others are still answered.
+``gentool serve`` publishes each tool as ``POST /v1/tools/NAME`` and a panel of its page; nothing
+here knows about HTTP. No torch at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from gentool.errors import ConfigError, GentoolError, PluginError
+
+
+@dataclass
+class ToolAnswer:
+    """A tool's answer for one file: JSON-able ``fields``, an optional PNG, or a one-line ``error``."""
+
+    file: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    png: bytes | None = None
+    error: str | None = None
+
+
+@dataclass
+class Tool:
+    """A tool a plugin offers (see the module docstring)."""
+
+    name: str
+    summary: str
+    run: Callable[[list[tuple[str, bytes]], Any], list[ToolAnswer]]
+    #: A dataclass of the tool's options (fields with defaults and ``metadata={"help": ...}``), or None.
+    options: type | None = None
+    #: Set by the core: the plugin that registered the tool.
+    plugin: str = ""
+
+    def parse_options(self, values: Mapping[str, Any] | None) -> Any:
+        """``values`` checked and typed into the options dataclass (a one-line ConfigError if bad)."""
+        from gentool.config import build_config
+
+        values = dict(values or {})
+        if self.options is None:
+            if values:
+                raise ConfigError(f"tool {self.name} takes no options, got {', '.join(sorted(values))}")
+            return None
+        return build_config(self.options, values, where=f"tool {self.name}")
+
+    def __call__(self, files: list[tuple[str, bytes]], options: Mapping[str, Any] | None = None) -> list[ToolAnswer]:
+        """Run the tool on ``files`` with ``options`` (a dict); check that the plugin kept the contract."""
+        answers = self.run(list(files), self.parse_options(options))
+        if not isinstance(answers, list) or len(answers) != len(files) or not all(
+                isinstance(a, ToolAnswer) for a in answers):
+            raise PluginError(f"plugin {self.plugin!r} broke the tool contract for {self.name!r}: run must return "
+                              f"one gentool.ToolAnswer per file ({len(files)}), got {type(answers).__name__}")
+        return answers
+
+
+def list_tools() -> dict[str, Tool]:
+    """Every tool of every loaded plugin, by name (a name taken twice: the first plugin's; a plugin
+    whose hook raises is noted in ``gentool plugins`` and skipped)."""
+    from gentool.plugins import get_registry
+
+    reg = get_registry()
+    found: dict[str, Tool] = {}
+    for impl in reg.pm.hook.gentool_register_tools.get_hookimpls():
+        got: list[Any] = []
+        info = reg.plugins.get(impl.plugin_name)
+        try:
+            impl.function(register=got.append)
+        except Exception as exc:
+            if info is not None:
+                info.problems.append(f"raised while registering tools: {type(exc).__name__}: {exc}")
+            continue
+        for tool in got:
+            if not isinstance(tool, Tool) or not tool.name or tool.name in found:
+                if info is not None:
+                    info.problems.append(f"tool {getattr(tool, 'name', tool)!r} is not a gentool.Tool or is "
+                                         "already registered: ignored")
+                continue
+            found[tool.name] = dataclasses.replace(tool, plugin=impl.plugin_name)
+    return found
+
+
+def get_tool(name: str) -> Tool:
+    """The tool ``name``, or a one-line error naming the tools there are."""
+    known = list_tools()
+    if name not in known:
+        raise GentoolError(f"no tool {name!r}" + (f"; tools: {', '.join(sorted(known))}" if known
+                                                  else ": no installed plugin registers tools"))
+    return known[name]
+
+
+__all__ = ["Tool", "ToolAnswer", "get_tool", "list_tools"]
