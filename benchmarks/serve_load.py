@@ -2,11 +2,12 @@
 
 Trains a small gpt (a few seconds), starts ``gentool serve`` on it in a subprocess (a free
 loopback port), and sends REQUESTS chat completions at each concurrency, each with its own seed
-and prompt. The first level (one client) gives every request's answer alone; at 4 and 16 clients
-each answer must equal the one-client answer of its request: none lost (every request answered
-200), none mixed up (no answer swapped between clients, nor changed by the others' requests).
-Reports requests/s, completion tokens/s and latency. Bounded: REQUESTS per level, LIMIT seconds
-per level.
+and prompt. The peer, measured in the same run: the same requests answered with no server at all,
+one after the other, through ``gentool.open_chat`` in this process (what the server's worker
+thread calls). Every answer the server gives, at 1, 4 and 16 clients, must equal the peer's answer
+to its request: none lost (every request answered 200), none mixed up (no answer swapped between
+clients, nor changed by the others' requests). Reports requests/s, completion tokens/s and
+latency. Bounded: REQUESTS per level, LIMIT seconds per level.
 
     python benchmarks/serve_load.py [--requests 48] [--max-tokens 32] [--limit 120]
 """
@@ -47,6 +48,27 @@ def one(client, i: int, max_tokens: int) -> tuple[int, str, int, float]:
     return i, r.choices[0].message.content, r.usage.completion_tokens, time.perf_counter() - t
 
 
+def direct(run: Path, requests: int, max_tokens: int) -> dict:
+    """The peer: each request answered in this process by the backend the server opens, serially."""
+    import gentool
+
+    bot = gentool.open_chat(str(run), device="cpu")
+    bot.reseed(0)
+    list(bot.chat_stream([{"role": "user", "content": "warm up"}], gentool.ChatSettings(max_tokens=2, seed=0)))
+    answers, tokens, latencies = {}, 0, []
+    start = time.perf_counter()
+    for i in range(requests):
+        t = time.perf_counter()
+        settings = gentool.ChatSettings(temperature=1.0, max_tokens=max_tokens, seed=1000 + i)
+        bot.reseed(settings.seed)
+        answers[i] = "".join(bot.chat_stream([{"role": "user", "content": f"Tell tale number {i}."}], settings))
+        tokens += int(bot.last_tokens)
+        latencies.append(time.perf_counter() - t)
+    lat = sorted(latencies)
+    return {"clients": "direct", "answers": answers, "failures": [], "wall": time.perf_counter() - start,
+            "tokens": tokens, "p50": statistics.median(lat), "p95": lat[min(len(lat) - 1, int(0.95 * len(lat)))]}
+
+
 def level(url: str, clients: int, requests: int, max_tokens: int, limit: float) -> dict:
     import openai
 
@@ -78,6 +100,9 @@ def main() -> None:
     ap.add_argument("--limit", type=float, default=120, help="seconds allowed per level")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)  # as the server's worker
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "GENTOOL_RUNS": f"{tmp}/runs", "GENTOOL_CACHE": f"{tmp}/cache", "HF_HUB_OFFLINE": "1"}
         train = subprocess.run([sys.executable, "-m", "gentool", "train", "gpt", "--name", "load", "--epochs", "1",
@@ -86,6 +111,7 @@ def main() -> None:
                                env=env, capture_output=True, text=True)
         if train.returncode:
             raise SystemExit(train.stderr[-2000:])
+        peer = direct(Path(tmp) / "runs" / "gpt" / "load", args.requests, args.max_tokens)
         proc, url = start_server(Path(tmp) / "runs", env, queue=32)
         try:
             import openai
@@ -96,13 +122,14 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=20)
-    reference = results[0]["answers"]
+    reference = peer["answers"]
     print(f"machine: {machine()}")
     print(f"gpt 2 layers x 64, {args.requests} requests per level, max_tokens {args.max_tokens}, temperature 1, "
-          "one seed and prompt per request; server and clients on one machine (loopback)")
-    print(f"{'clients':>7} {'answered':>9} {'req/s':>7} {'tokens/s':>9} {'p50 s':>7} {'p95 s':>7} {'same as alone':>14}")
+          "one seed and prompt per request; server and clients on one machine (loopback); peer: no server, "
+          "gentool.open_chat in the benchmark's process, one request after another")
+    print(f"{'clients':>7} {'answered':>9} {'req/s':>7} {'tokens/s':>9} {'p50 s':>7} {'p95 s':>7} {'same as peer':>13}")
     ok = True
-    for r in results:
+    for r in [peer, *results]:
         same = sum(reference.get(i) == text for i, text in r["answers"].items())
         ok &= not r["failures"] and same == args.requests
         print(f"{r['clients']:>7} {len(r['answers']):>4}/{args.requests:<4} {len(r['answers']) / r['wall']:>7.1f} "
