@@ -90,6 +90,26 @@ def test_transformers_backend_matches_transformers_generate(llama_dir):
     assert backend.count_tokens(MESSAGES) > 5 and backend.context_length == 128
 
 
+def test_gentool_serve_answers_with_a_local_transformers_model_as_transformers_does(llama_dir, tmp_path):
+    """``gentool serve --chat-model FOLDER``: the OpenAI API, driven by the real ``openai`` client,
+    answers greedily with exactly what transformers' own ``generate`` gives, whole and streamed."""
+    openai = pytest.importorskip("openai", reason="the serve tests need the dev extra (openai)")
+    pytest.importorskip("fastapi", reason="gentool serve needs its extra: pip install -e '.[serve]'")
+    from gentool.serve import ServeConfig, start_background
+
+    want = reference_answer(llama_dir, MESSAGES, 20)
+    config = ServeConfig(runs=tmp_path / "runs", chat_model=str(llama_dir), device="cpu")
+    with start_background(config) as server:
+        c = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=60)
+        assert str(llama_dir) in [m.id for m in c.models.list().data]
+        whole = c.chat.completions.create(model="default", messages=MESSAGES, max_tokens=20, temperature=0)
+        streamed = c.chat.completions.create(model=str(llama_dir), messages=MESSAGES, max_tokens=20, temperature=0,
+                                             stream=True)
+        pieces = [ch.choices[0].delta.content or "" for ch in streamed if ch.choices]
+    assert whole.choices[0].message.content == want == "".join(pieces) and want.strip()
+    assert whole.usage.completion_tokens > 0 and whole.usage.prompt_tokens > 5
+
+
 def test_transformers_backend_cuts_an_overlong_conversation_and_says_how_much(llama_dir):
     backend = open_backend(str(llama_dir), "cpu")
     msgs = [{"role": "user", "content": "hello world, how are you today? " * 30}]
