@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -19,6 +20,18 @@ from gentool.serve.errors import bad_request, not_found
 from gentool.serve.runs_api import option_fields
 
 router = APIRouter(tags=["tools"])
+
+
+def _inside_runs(ref: str, runs: Path) -> bool:
+    """Whether a tool's ``checkpoint`` option stays in the served runs folder: a run reference
+    (``RUN``, ``MODEL/RUN``: looked up there), or a path that resolves inside it. A client may not
+    make the server read other files, nor reach a hub (``hf://``)."""
+    if "://" in ref:
+        return False
+    path = Path(ref).expanduser()
+    if path.is_absolute() or ".." in path.parts or path.exists():
+        return path.resolve().is_relative_to(runs.resolve())
+    return True
 
 
 def _tools() -> dict[str, Any]:
@@ -53,6 +66,10 @@ async def run_tool(name: str, request: Request, files: list[UploadFile] = File(.
         tool.parse_options(values)  # a bad option is a 400 before anything runs
     except Exception as exc:
         raise bad_request(str(exc), param="options") from None
+    ref = values.get("checkpoint")
+    if isinstance(ref, str) and ref and not _inside_runs(ref, state.config.runs):
+        raise bad_request(f"checkpoint must name a run of this server's runs folder (RUN, MODEL/RUN, or a file "
+                          f"inside it), not {ref!r}", param="options")
     uploads = [(f.filename or f"file{i}", await f.read()) for i, f in enumerate(files)]
     slot = state.gate.slot(("tool", name), lambda: tool, label=f"tool {name}")
     answers = await state.gate.run(slot, lambda t: t(uploads, values))
