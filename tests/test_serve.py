@@ -206,15 +206,6 @@ def test_image_generation(served):
     bad = httpx.post(served["url"] + "/v1/images/generations", headers=_auth(), timeout=30,
                      json={"model": "gan/tiny", "n": 1, "options": {"nonsense": 1}})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "options"
-    # a client names runs of the served folder, never other files on the server or a hub
-    ok = httpx.post(served["url"] + "/v1/tools/detect", headers=_auth(), files=[("files", ("a.png", good))],
-                    data={"options": json.dumps({"checkpoint": "detector/tiny"})}, timeout=60)
-    assert ok.status_code == 200 and "probability" in ok.json()["results"][0], ok.text
-    for ref in (str(served["detector"].resolve()), "/etc/hostname", "../x.safetensors", "hf://owner/repo"):
-        out = httpx.post(served["url"] + "/v1/tools/detect", headers=_auth(), files=[("files", ("a.png", good))],
-                         data={"options": json.dumps({"checkpoint": ref})}, timeout=60)
-        inside = ref == str(served["detector"].resolve())
-        assert out.status_code == (200 if inside else 400), (ref, out.text)
     big = httpx.post(served["url"] + "/v1/images/generations", headers=_auth(), json={"model": "gan/tiny", "n": 10**5})
     assert big.status_code == 400 and big.json()["error"]["param"] == "n"
 
@@ -236,6 +227,15 @@ def test_detect_tool(served):
     bad = httpx.post(served["url"] + "/v1/tools/detect", headers=_auth(), files=[("files", ("a.png", good))],
                      data={"options": json.dumps({"threshold": 7})})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "options"
+    # a client names runs of the served folder, never other files on the server or a hub
+    ok = httpx.post(served["url"] + "/v1/tools/detect", headers=_auth(), files=[("files", ("a.png", good))],
+                    data={"options": json.dumps({"checkpoint": "detector/tiny"})}, timeout=60)
+    assert ok.status_code == 200 and "probability" in ok.json()["results"][0], ok.text
+    for ref in (str(served["detector"].resolve()), "/etc/hostname", "../x.safetensors", "hf://owner/repo"):
+        out = httpx.post(served["url"] + "/v1/tools/detect", headers=_auth(), files=[("files", ("a.png", good))],
+                         data={"options": json.dumps({"checkpoint": ref})}, timeout=60)
+        inside = ref == str(served["detector"].resolve())
+        assert out.status_code == (200 if inside else 400), (ref, out.text)
 
 
 def test_runs_api_and_schema(served):
