@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from gentool.errors import ConfigError, GentoolError, PluginError
@@ -66,6 +67,25 @@ class Tool:
         return answers
 
 
+#: What tools keep loaded between calls: (checkpoint file, its mtime, the caller's key) -> object.
+_LOADED: "dict[tuple, Any]" = {}
+#: Loaded objects kept at most (the oldest is dropped first).
+KEEP_LOADED = 3
+
+
+def keep_loaded(path: str | Path, make: Callable[[str], Any], *key: Any) -> Any:
+    """``make(path)``, loaded once per version of the file and ``key`` (a tool's options that shape
+    what is loaded) and kept for the next call: a tool's run is called per request, its model should
+    load once. A rewritten file (new mtime) is loaded afresh; at most :data:`KEEP_LOADED` are kept."""
+    p = Path(path).resolve()
+    k = (str(p), p.stat().st_mtime, key)
+    if k not in _LOADED:
+        if len(_LOADED) >= KEEP_LOADED:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[k] = make(str(p))
+    return _LOADED[k]
+
+
 def list_tools() -> dict[str, Tool]:
     """Every tool of every loaded plugin, by name (a name taken twice: the first plugin's; a plugin
     whose hook raises is noted in ``gentool plugins`` and skipped)."""
@@ -101,4 +121,4 @@ def get_tool(name: str) -> Tool:
     return known[name]
 
 
-__all__ = ["Tool", "ToolAnswer", "get_tool", "list_tools"]
+__all__ = ["Tool", "ToolAnswer", "get_tool", "keep_loaded", "list_tools"]

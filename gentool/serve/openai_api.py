@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 import gentool
 from gentool.chat import MAX_SEED, ChatSettings
 from gentool.errors import GentoolError
+from gentool.plugins import get_registry
 from gentool.serve.errors import APIError, bad_request, error_body, not_found
 from gentool.serve.queue import Slot
 from gentool.serve.runs_api import checkpoint_of, list_runs, split_ref
@@ -71,12 +72,6 @@ class ChatRequest(BaseModel):
 
 
 # -- which model -------------------------------------------------------------------------------------
-def _registry() -> Any:
-    from gentool.plugins import get_registry
-
-    return get_registry()
-
-
 def chat_models(state: Any) -> list[dict[str, Any]]:
     """The chat models ``/v1/models`` lists (text runs with a checkpoint, and ``--chat-model``)."""
     out = []
@@ -100,7 +95,7 @@ def chat_ref(state: Any, model: str) -> str:
             raise not_found(f"no chat model: no text run with a checkpoint in {cfg.runs}, and no --chat-model")
         model = runs[-1]["id"]
     pair = split_ref(model)
-    spec = _registry().models.get(pair[0]) if pair else None
+    spec = get_registry().models.get(pair[0]) if pair else None
     if pair is None or spec is None:
         raise not_found(f"the model {model!r} does not exist: use an id of GET /v1/models (MODEL/RUN of the "
                         "runs folder)")

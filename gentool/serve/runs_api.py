@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
 import gentool
+from gentool.plugins import get_registry
 from gentool.serve.errors import APIError, not_found
 
 router = APIRouter(prefix="/api", tags=["runs"])
@@ -21,12 +22,6 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 GRID = re.compile(r"^epoch_\d{1,6}\.png$")
 #: Step records sent per run at most (thinned evenly beyond): enough for a curve, small on the wire.
 MAX_STEP_POINTS = 2000
-
-
-def _registry() -> Any:
-    from gentool.plugins import get_registry
-
-    return get_registry()
 
 
 def run_dir(root: Path, model: str, run: str) -> Path:
@@ -60,7 +55,7 @@ def split_ref(ref: str) -> tuple[str, str] | None:
 
 def list_runs(root: Path) -> list[dict[str, Any]]:
     """Every run folder of every model under ``root`` (models of no installed plugin too)."""
-    reg = _registry()
+    reg = get_registry()
     out = []
     if not root.is_dir():
         return out
@@ -164,7 +159,7 @@ async def grid(model: str, run: str, name: str, request: Request) -> FileRespons
 async def models() -> dict[str, Any]:
     from gentool.engine import declared_options
 
-    reg = _registry()
+    reg = get_registry()
     out = []
     for spec in sorted(reg.models.values(), key=lambda s: s.name):
         out.append({"name": spec.name, "family": spec.family, "modality": spec.modality, "plugin": spec.plugin,

@@ -11,10 +11,6 @@ import gentool
 
 from gentool_detect.configs import DetectToolOptions
 
-#: Scorers kept loaded between calls: (checkpoint path, its mtime) -> scorer. A few at most.
-_SCORERS: dict[tuple[str, float], Any] = {}
-
-
 def _scorer(checkpoint: str | None) -> Any:
     """The detector :func:`gentool_detect.command.pick_scorer` picks, loaded once per file version."""
     from gentool_detect.command import NO_DETECTOR, NoDetector, pick_scorer
@@ -25,12 +21,7 @@ def _scorer(checkpoint: str | None) -> Any:
         if checkpoint is None:
             raise NoDetector(NO_DETECTOR) from None
         raise
-    key = (str(path.resolve()), path.stat().st_mtime)
-    if key not in _SCORERS:
-        if len(_SCORERS) >= 3:
-            _SCORERS.pop(next(iter(_SCORERS)))
-        _SCORERS[key] = pick_scorer(str(path), None, None)
-    return _SCORERS[key]
+    return gentool.keep_loaded(path, lambda p: pick_scorer(p, None, None), "detect")
 
 
 def run(files: list[tuple[str, bytes]], options: DetectToolOptions) -> list[gentool.ToolAnswer]:

@@ -6,14 +6,9 @@ bytes, through the same :class:`~gentool_gan.upscale.Upscaler` and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import gentool
-
-#: Loaded workers kept between calls: (kind, checkpoint file, its mtime, options) -> worker. A few at most.
-_WORKERS: dict[tuple, Any] = {}
-
 
 @dataclass
 class UpscaleToolOptions:
@@ -37,13 +32,7 @@ class TranslateToolOptions:
 
 def _worker(kind: str, model: str, checkpoint: str | None, make: Callable[[str], Any], *options: Any) -> Any:
     """The worker for ``checkpoint`` (resolved as the verb would) and ``options``, loaded once per file version."""
-    path = Path(gentool.resolve_checkpoint(model, checkpoint)).resolve()
-    key = (kind, str(path), path.stat().st_mtime, options)
-    if key not in _WORKERS:
-        if len(_WORKERS) >= 3:
-            _WORKERS.pop(next(iter(_WORKERS)))
-        _WORKERS[key] = make(str(path))
-    return _WORKERS[key]
+    return gentool.keep_loaded(gentool.resolve_checkpoint(model, checkpoint), make, kind, *options)
 
 
 def _answer(files: list[tuple[str, bytes]], work: Callable[[bytes], tuple[dict[str, Any], bytes]]) -> list[gentool.ToolAnswer]:

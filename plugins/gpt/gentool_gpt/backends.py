@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
 MODEL = "gpt"
 Message = Mapping[str, str]
-#: Largest seed a torch generator takes from us (``manual_seed`` wants a 64-bit integer).
-MAX_SEED = 2**63 - 1  # the same as gentool.chat.MAX_SEED
 HF_INSTALL_HINT = "the transformers backend needs transformers: pip install 'gentool-gpt[hf]'"
 
 
