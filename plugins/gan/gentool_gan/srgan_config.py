@@ -25,7 +25,10 @@ class SRGANConfig:
     patch: int = field(default=64, metadata={"help": "Side of the high-resolution training crops (whole images when smaller)."})
     degrade: bool = field(default=False, metadata={
         "help": "Train on realistic degradations (blur, noise, JPEG before and after shrinking), as Real-ESRGAN does."})
-    val_images: int = field(default=200, metadata={"help": "Held-out images scored (PSNR) after each epoch (0: none)."})
+    dihedral: bool = field(default=True, metadata={
+        "help": "Show each training batch under a random one of the square's 8 symmetries (flips, quarter turns), as SR training does: more views of small data."})
+    val_images: int = field(default=200, metadata={
+        "help": "Fixed training images scored (PSNR, beside bicubic) after each epoch (0: none); held-out scores come from gentool evaluate."})
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 4, 8):

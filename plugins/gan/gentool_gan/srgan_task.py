@@ -1,7 +1,8 @@
 """Training ``srgan``: the pixel-loss stage (SRResNet), then the adversarial stage, in one run.
 
 Each step takes a batch of high-resolution images, crops a random ``patch`` when they are larger,
-makes the low-resolution inputs (:mod:`gentool_gan.degrade`) and trains the generator ``g``:
+turns or mirrors the batch by one of the square's 8 symmetries (``dihedral``), makes the
+low-resolution inputs (:mod:`gentool_gan.degrade`) and trains the generator ``g``:
 
 - stage 1 (the first ``pixel_epochs``): mean squared error only, the PSNR-optimal SRResNet. ``g_pixel``
   follows ``g`` through this stage and is then frozen: every later checkpoint holds both generators,
@@ -41,6 +42,13 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     qa, qb = (a.clamp(0, 1) * 255).round() / 255, (b.clamp(0, 1) * 255).round() / 255
     mse = ((qa - qb) ** 2).flatten(1).mean(1).clamp_min(1e-10)
     return 10 * torch.log10(1.0 / mse)
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``x`` (``[..., H, W]``) under symmetry ``k`` of 0..7 of the square: ``k % 4`` quarter
+    turns, then a left-right mirror when ``k >= 4`` (0 is ``x`` itself)."""
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return x.flip(-1) if k >= 4 else x
 
 
 def check_size(shape: tuple[int, ...], cfg: Any) -> None:
@@ -90,6 +98,8 @@ class SRGANTask(Task):
     def training_step(self, batch: Any, ctx: StepContext) -> Mapping[str, Any]:
         cfg = self.cfg
         hr = self.crop(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        if cfg.dihedral:
+            hr = dihedral(hr, int(torch.randint(0, 8, ())))
         lr = make_low_res(hr, cfg.scale, cfg.degrade)
         sr = self.g(lr)
         pixel = F.mse_loss(sr.float(), hr.float())

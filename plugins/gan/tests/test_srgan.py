@@ -20,7 +20,7 @@ from gentool_gan.srgan_sample import ssim
 from gentool_gan.srgan_task import psnr
 from gentool_gan.upscale import upscale_tiled
 
-TINY = ("--set", "width=8", "--set", "blocks=2", "--set", "d_width=8", "--set", "val_images=50", "--batch-size", "64")
+TINY = ("--set", "width=8", "--set", "blocks=2", "--set", "d_width=8", "--set", "val_images=50", "--batch-size", "32")
 
 
 def _random_generator(blocks: int = 2, scale: int = 2, channels: int = 3) -> srgan.SRGenerator:
@@ -72,6 +72,19 @@ def test_degradations_are_seeded_and_blur_blurs():
     assert not torch.equal(a, shrink(hr, 2))
     blurred = gaussian_blur(hr, torch.tensor([2.0, 2.0, 2.0]))
     assert blurred.std() < hr.std() and blurred.shape == hr.shape
+
+
+def test_dihedral_gives_the_eight_symmetries_of_the_square():
+    from gentool_gan.srgan_task import dihedral
+
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    views = [dihedral(x, k) for k in range(8)]
+    assert torch.equal(views[0], x)
+    assert len({tuple(v.flatten().tolist()) for v in views}) == 8  # all different
+    assert torch.equal(views[4], x.flip(-1)) and torch.equal(views[2], x.flip(-1).flip(-2))
+    for v in views:  # the same pixels, moved: corners stay corners
+        assert sorted(v.flatten().tolist()) == list(range(16))
+        assert {float(v[0, 0, i, j]) for i in (0, 3) for j in (0, 3)} == {0.0, 3.0, 12.0, 15.0}
 
 
 def test_config_is_checked():
