@@ -1,7 +1,7 @@
 """Fake-image detector quality on real data: seen-generator AUC, leave-one-generator-out AUC with
 the NPR input against raw pixels, calibration (ECE before/after), robustness, and throughput.
 
-    python benchmarks/detect_quality.py                      # the full target run (MNIST, 6 generators)
+    python benchmarks/detect_quality.py                      # the full target run (MNIST, 7 generators)
     python benchmarks/detect_quality.py --n-real 2000 --gen-epochs 1 --det-epochs 3 --generators gan,dcgan,vae,rbm
 
 Real images: the first ``--n-real`` MNIST training images (``../shared/data/mnist``), or the
@@ -64,7 +64,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--real", choices=sorted(DATA), default="mnist")
     ap.add_argument("--n-real", type=int, default=FULL["n_real"])
-    ap.add_argument("--generators", default="gan,dcgan,cgan,vae,rbm,stylegan")
+    ap.add_argument("--generators", default="gan,dcgan,cgan,vae,rbm,dbm,stylegan")
     ap.add_argument("--gen-epochs", type=int, default=FULL["gen_epochs"])
     ap.add_argument("--det-epochs", type=int, default=FULL["det_epochs"])
     ap.add_argument("--logo-epochs", type=int, default=FULL["logo_epochs"])
