@@ -101,6 +101,16 @@ def warm_extractor(env: dict[str, str], data: Path = CIFAR) -> str:
     return get_extractor(None, gentool.load_dataset(str(data), split="train")).name
 
 
+def bench_env(prefix: str) -> tuple[dict[str, str], Path]:
+    """The environment of the arms' commands (a fresh runs folder, the gan plugin only, the shared
+    extractor cache, one torch thread unless told otherwise) and that runs folder."""
+    runs = Path(tempfile.mkdtemp(prefix=prefix)) / "runs"
+    env = {**os.environ, "GENTOOL_RUNS": str(runs), "GENTOOL_PLUGINS": "gan"}
+    env.setdefault("GENTOOL_CACHE", str(Path.home() / ".cache" / "gentool"))
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env, runs
+
+
 def mnist(args: argparse.Namespace, env: dict[str, str], runs: Path) -> None:
     """Class-conditional stylegan on MNIST for ``--minutes``, and cgan for as long: class
     faithfulness against 0.98."""
@@ -158,11 +168,7 @@ def main() -> None:
         if not MNIST.is_dir():
             print(f"skipped: MNIST is not at {MNIST} (see ../shared/data/README)")
             return
-        tmp = Path(tempfile.mkdtemp(prefix="stylegan-mnist-"))
-        env = {**os.environ, "GENTOOL_RUNS": str(tmp / "runs"), "GENTOOL_PLUGINS": "gan"}
-        env.setdefault("GENTOOL_CACHE", str(Path.home() / ".cache" / "gentool"))
-        env.setdefault("OMP_NUM_THREADS", "1")
-        return mnist(args, env, tmp / "runs")
+        return mnist(args, *bench_env("stylegan-mnist-"))
     if not CIFAR.is_dir():
         print(f"skipped: the CIFAR-10 subset is not at {CIFAR} (see ../shared/data/README)")
         return
@@ -170,11 +176,7 @@ def main() -> None:
     unknown = set(arms) - set(ARMS)
     if unknown:
         raise SystemExit(f"unknown arm(s) {sorted(unknown)}; choose from {list(ARMS)}")
-    tmp = Path(tempfile.mkdtemp(prefix="stylegan-bench-"))
-    runs = tmp / "runs"
-    env = {**os.environ, "GENTOOL_RUNS": str(runs), "GENTOOL_PLUGINS": "gan"}
-    env.setdefault("GENTOOL_CACHE", str(Path.home() / ".cache" / "gentool"))
-    env.setdefault("OMP_NUM_THREADS", "1")
+    env, runs = bench_env("stylegan-bench-")
     print(f"machine: {machine(args.device)}")
     print(f"feature extractor: {warm_extractor(env)} (trained once, cached in {env['GENTOOL_CACHE']})", flush=True)
     print(f"budget: {args.minutes:g} min of training per arm and seed; {args.seeds} seed(s); {args.n} samples each "

@@ -17,6 +17,7 @@ here knows about HTTP. No torch at import time.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -71,6 +72,8 @@ class Tool:
 _LOADED: "dict[tuple, Any]" = {}
 #: Loaded objects kept at most (the oldest is dropped first).
 KEEP_LOADED = 3
+#: Guards ``_LOADED``: the server runs different tools in different threads at once.
+_LOADED_LOCK = threading.Lock()
 
 
 def keep_loaded(path: str | Path, make: Callable[[str], Any], *key: Any) -> Any:
@@ -79,11 +82,12 @@ def keep_loaded(path: str | Path, make: Callable[[str], Any], *key: Any) -> Any:
     load once. A rewritten file (new mtime) is loaded afresh; at most :data:`KEEP_LOADED` are kept."""
     p = Path(path).resolve()
     k = (str(p), p.stat().st_mtime, key)
-    if k not in _LOADED:
-        if len(_LOADED) >= KEEP_LOADED:
-            _LOADED.pop(next(iter(_LOADED)))
-        _LOADED[k] = make(str(p))
-    return _LOADED[k]
+    with _LOADED_LOCK:
+        if k not in _LOADED:
+            if len(_LOADED) >= KEEP_LOADED:
+                _LOADED.pop(next(iter(_LOADED)))
+            _LOADED[k] = make(str(p))
+        return _LOADED[k]
 
 
 def list_tools() -> dict[str, Tool]:
