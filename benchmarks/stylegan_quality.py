@@ -1,7 +1,7 @@
 """StyleGAN against DCGAN on little data, under the same wall-clock budget.
 
-    python benchmarks/stylegan_quality.py [--minutes 20] [--seeds 3] [--n 2000] [--device cpu]
-                                          [--arms stylegan-ada,stylegan-none,dcgan]
+    python benchmarks/stylegan_quality.py [--minutes 20] [--seeds 3] [--first-seed 0] [--n 2000] [--device cpu]
+                                          [--arms stylegan-ada,stylegan-none,dcgan] [--jobs 1]
     python benchmarks/stylegan_quality.py --mnist [--minutes 20] [--seeds 1] [--n 2000] [--set KEY=VALUE ...]
                                           [--lr LR] [--no-peer]
 
@@ -43,9 +43,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import SHARED, gentool, machine  # noqa: E402
+
 CIFAR = SHARED / "cifar10-subset"
 ARMS = {
     "stylegan-ada": ["stylegan", "--set", "augment=ada"],
@@ -57,11 +59,6 @@ ARMS = {
     "stylegan-small-none": ["stylegan", "--set", "augment=none", "--set", "width=16", "--set", "max_width=64"],
 }
 DEFAULT_ARMS = ["stylegan-ada", "stylegan-none", "dcgan"]
-
-
-
-
-
 
 MNIST = SHARED / "mnist"
 #: A quarter of the default widths and half the default learning rate: ~145 images/s on one CPU
@@ -86,6 +83,8 @@ def train_for(arm: str, seed: int, minutes: float, device: str, env: dict[str, s
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=600)
     last = runs / model / name / "last.safetensors"
+    if proc.returncode == -signal.SIGTERM:
+        raise SystemExit(f"{arm}: the budget ({minutes:g} min) ran out before training started; give it more")
     if proc.returncode != 143 or not last.exists():
         raise SystemExit(f"{arm}: expected a SIGTERM save (exit 143), got {proc.returncode}:\n{err[-3000:]}")
     return last
@@ -122,7 +121,7 @@ def mnist(args: argparse.Namespace, env: dict[str, str], runs: Path) -> None:
     print(f"budget: {args.minutes:g} min of training per arm and seed; stylegan flags {' '.join(flags)}; "
           f"{args.n} samples against the MNIST test split; runs in {runs}", flush=True)
     rows = []
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for model, arm_flags in arms.items():
             t0 = time.perf_counter()
             last = train_for(model, seed, args.minutes, args.device, env, runs, data=MNIST, flags=arm_flags)
@@ -154,9 +153,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget of each arm and seed")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds first-seed .. first-seed+seeds-1 (to split one comparison over several runs)")
     ap.add_argument("--n", type=int, default=2000, help="generated images scored per arm")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="arms trained at once (CIFAR only; 2 on a 2-core machine with OMP_NUM_THREADS=1)")
     ap.add_argument("--mnist", action="store_true",
                     help="instead: class-conditional stylegan on MNIST 28 px, class faithfulness (target 0.98)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -179,22 +182,32 @@ def main() -> None:
     env, runs = bench_env("stylegan-bench-")
     print(f"machine: {machine(args.device)}")
     print(f"feature extractor: {warm_extractor(env)} (trained once, cached in {env['GENTOOL_CACHE']})", flush=True)
-    print(f"budget: {args.minutes:g} min of training per arm and seed; {args.seeds} seed(s); {args.n} samples each "
-          f"against the {CIFAR.name} test split; runs in {runs}")
+    last_seed = args.first_seed + args.seeds - 1
+    print(f"budget: {args.minutes:g} min of training per arm and seed; seeds {args.first_seed}..{last_seed}; "
+          f"{args.n} samples each against the {CIFAR.name} test split; runs in {runs}")
+    if args.jobs > 1:
+        print(f"{args.jobs} arms at a time, each on {env['OMP_NUM_THREADS']} torch thread(s): every arm shares "
+              "the machine alike, so the equal budget stays fair", flush=True)
+
+    def one(arm: str, seed: int) -> dict:
+        t0 = time.perf_counter()
+        last = train_for(arm, seed, args.minutes, args.device, env, runs)
+        doc = json.loads(gentool(["evaluate", ARMS[arm][0], "-c", str(last), "--json", "-n", str(args.n),
+                                  "--seed", str(seed), "--device", args.device], env))
+        m = doc["metrics"]
+        m["step"] = doc.get("step")
+        m["features"] = doc["settings"].get("features")
+        m["augment"] = doc["settings"].get("augment", "-")
+        print(f"  {arm} seed {seed}: step {m['step']}, FD {m['fd']:.2f}, precision {m['precision']:.3f}, "
+              f"recall {m['recall']:.3f}, augment {m['augment']} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        return m
+
+    todo = [(arm, seed) for seed in range(args.first_seed, args.first_seed + args.seeds) for arm in arms]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # threads: each arm is a subprocess
+        done = list(pool.map(lambda job: one(*job), todo))
     results: dict[str, list[dict]] = {a: [] for a in arms}
-    for seed in range(args.seeds):
-        for arm in arms:
-            t0 = time.perf_counter()
-            last = train_for(arm, seed, args.minutes, args.device, env, runs)
-            doc = json.loads(gentool(["evaluate", ARMS[arm][0], "-c", str(last), "--json", "-n", str(args.n),
-                                      "--seed", str(seed), "--device", args.device], env))
-            m = doc["metrics"]
-            m["step"] = doc.get("step")
-            m["features"] = doc["settings"].get("features")
-            m["augment"] = doc["settings"].get("augment", "-")
-            results[arm].append(m)
-            print(f"  {arm} seed {seed}: step {m['step']}, FD {m['fd']:.2f}, precision {m['precision']:.3f}, "
-                  f"recall {m['recall']:.3f}, augment {m['augment']} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    for (arm, _), m in zip(todo, done):
+        results[arm].append(m)
     features = next((r[0]["features"] for r in results.values() if r), "?")
     print(f"\nFD in {features} space (not Inception FID); {args.minutes:g} min per arm and seed\n")
     print("| arm | steps | FD per seed | FD mean ± std | precision | recall |")

@@ -175,6 +175,9 @@ class StyleGANConfig:
     beta2: float = field(default=0.99, metadata={"help": "Adam beta2 of both optimizers."})
     ema_decay: float = field(default=0.995, metadata={
         "help": "Decay of the EMA generator used for sampling and evaluation (0: the raw generator)."})
+    ema_ramp: float = field(default=0.05, metadata={
+        "help": "The EMA's half-life grows with training to this share of the images trained on, where that is "
+                "longer than ema_decay's (StyleGAN2-ADA's ramp; 0: ema_decay alone)."})
     w_avg_decay: float = field(default=0.995, metadata={"help": "Decay of the running mean of w (the truncation centre)."})
     val_samples: int = field(default=1000, metadata={
         "help": "EMA samples scored by Fréchet distance after each epoch to pick best.safetensors (0: no validation)."})
@@ -197,6 +200,8 @@ class StyleGANConfig:
             raise ValueError("pl_weight must be >= 0")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError("beta1 and beta2 must lie in [0, 1)")
+        if not 0 <= self.ema_ramp <= 1:
+            raise ValueError("ema_ramp must lie in [0, 1]")
         for name in ("ema_decay", "w_avg_decay"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must lie in [0, 1)")

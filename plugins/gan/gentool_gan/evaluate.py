@@ -60,6 +60,14 @@ def classification_accuracy_score(g: torch.nn.Module, z_dim: int, num_classes: i
             "cas_images": int(count), "cas_epochs": int(ran)}
 
 
+def class_faithfulness(judge: Any, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """The share of ``images`` that the classifier ``judge`` assigns to the label each was drawn
+    for, and the lowest such share of any one label."""
+    hit = (torch.from_numpy(judge.predict(images)) == labels).float()
+    per_class = [float(hit[labels == c].mean()) for c in labels.unique().tolist()]
+    return float(hit.mean()), float(np.min(per_class))
+
+
 def evaluate(model: str, job: Any) -> EvaluateResult:
     """The ``gentool_evaluate`` hook body for ``model``."""
     from gentool.metrics import compute_image_metrics, get_extractor
@@ -83,11 +91,8 @@ def evaluate(model: str, job: Any) -> EvaluateResult:
     judge = ext if getattr(ext, "task", None) == "labels" else get_extractor(None, train, device=job.device)
     if getattr(judge, "task", None) != "labels":
         raise GentoolError(f"cannot score class faithfulness: {train.name} has no labels to train a classifier on")
-    pred = torch.from_numpy(judge.predict(fake))
-    hit = (pred == labels).float()
-    per_class = [float(hit[labels == c].mean()) for c in range(num_classes) if (labels == c).any()]
     settings["classifier"] = judge.name
-    result.update({"class_faithfulness": float(hit.mean()), "class_faithfulness_worst_class": float(np.min(per_class))})
+    result["class_faithfulness"], result["class_faithfulness_worst_class"] = class_faithfulness(judge, fake, labels)
     if test.labels is not None:
         result["classifier_test_accuracy"] = float((torch.from_numpy(judge.predict(test.images)) == test.labels).float().mean())
     if opts.cas:

@@ -10,8 +10,9 @@ style-mixing table, ``--interpolate`` a walk in w space; both are pictures of th
 written by the call that holds its first sample.
 
 Evaluation reports the usual image metrics at psi 1 and, for each ``--psis`` value, the Fréchet
-distance and precision/recall/density/coverage (``fd_psi0.7``, ...): the truncation trade-off
-(fidelity up, diversity down as psi falls), also drawn as ``truncation.png`` in the run folder.
+distance and precision/recall/density/coverage (``fd_psi0.7``, ...), and for a conditional model
+class faithfulness (``class_faithfulness_psi0.7``): the truncation trade-off (fidelity up,
+diversity down as psi falls), also drawn as ``truncation.png`` in the run folder.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from gentool import ConfigError, EvaluateResult, GentoolError, SampleResult
 
 from gentool_gan.configs import MAX_WHOLE_REQUEST, parse_seeds
+from gentool_gan.evaluate import class_faithfulness
 from gentool_gan.sampling import load_generator, parse_label, write_gif
 
 #: Most source images per side of the --mix table when they come from --seeds.
@@ -217,6 +218,18 @@ def evaluate(job: Any) -> EvaluateResult:
     if "augment" in extra:
         settings["augment"] = f"{extra['augment']} (final ADA p {extra.get('ada_p', 0):.3f})" if extra["augment"] == "ada" else extra["augment"]
 
+    judge = None
+    if num_classes:
+        judge = ext if getattr(ext, "task", None) == "labels" else get_extractor(None, train, device=job.device)
+        if getattr(judge, "task", None) == "labels":
+            metrics["class_faithfulness"], metrics["class_faithfulness_worst_class"] = class_faithfulness(judge, fake, labels)
+            settings["classifier"] = judge.name
+            if test.labels is not None:
+                metrics["classifier_test_accuracy"] = float(
+                    (torch.from_numpy(judge.predict(test.images)) == test.labels).float().mean())
+        else:
+            judge = None
+
     psis = sorted({float(p) for p in job.options.psis})
     if psis:
         real = ext.features(test.images)
@@ -225,32 +238,27 @@ def evaluate(job: Any) -> EvaluateResult:
             key = f"psi{psi:g}"
             if psi == 1.0:  # the samples scored above: their figures, not a second pass
                 prdc = {name: metrics[name] for name in ("fd", "precision", "recall", "density", "coverage")}
+                faithful = metrics.get("class_faithfulness")
             else:
-                ff = ext.features(images_for(g, z, labels, psi, job.device))
+                images = images_for(g, z, labels, psi, job.device)
+                ff = ext.features(images)
                 prdc = {"fd": frechet_distance(real, ff), **precision_recall_density_coverage(real, ff)}
+                faithful = class_faithfulness(judge, images, labels)[0] if judge is not None else None
             for name in ("fd", "precision", "recall", "density", "coverage"):
                 metrics[f"{name}_{key}"] = prdc[name]
-            rows.append((psi, prdc["fd"], prdc["precision"], prdc["recall"]))
+            if faithful is not None:  # conditional: truncation towards each class's mean w
+                metrics[f"class_faithfulness_{key}"] = faithful
+            rows.append((psi, prdc["fd"], prdc["precision"], prdc["recall"], faithful))
         plot = truncation_plot(rows, Path(job.checkpoint.path).parent / "truncation.png", settings["features"])
         if plot is not None:
             settings["truncation_plot"] = str(plot)
-
-    if num_classes:
-        judge = ext if getattr(ext, "task", None) == "labels" else get_extractor(None, train, device=job.device)
-        if getattr(judge, "task", None) == "labels":
-            hit = (torch.from_numpy(judge.predict(fake)) == labels).float()
-            per_class = [float(hit[labels == c].mean()) for c in range(num_classes) if (labels == c).any()]
-            metrics["class_faithfulness"] = float(hit.mean())
-            metrics["class_faithfulness_worst_class"] = float(np.min(per_class))
-            settings["classifier"] = judge.name
-            if test.labels is not None:
-                metrics["classifier_test_accuracy"] = float(
-                    (torch.from_numpy(judge.predict(test.images)) == test.labels).float().mean())
     return EvaluateResult(metrics=metrics, settings=settings)
 
 
-def truncation_plot(rows: list[tuple[float, float, float, float]], path: Path, features: str) -> Path | None:
-    """FD and precision/recall against psi, as a PNG; ``None`` where the run folder is not writable."""
+def truncation_plot(rows: list[tuple[float, float, float, float, float | None]], path: Path,
+                    features: str) -> Path | None:
+    """FD and precision/recall (and class faithfulness, for a conditional model) against psi, as a
+    PNG; ``None`` where the run folder is not writable."""
     import io
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -271,11 +279,14 @@ def truncation_plot(rows: list[tuple[float, float, float, float]], path: Path, f
     ax = fig.add_subplot(1, 2, 2)
     ax.plot(psi, [r[2] for r in rows], "o-", label="precision")
     ax.plot(psi, [r[3] for r in rows], "s-", label="recall")
+    if all(r[4] is not None for r in rows):
+        ax.plot(psi, [r[4] for r in rows], "^-", label="class faithfulness")
     ax.set_xlabel("truncation psi")
     ax.set_ylim(0, 1.02)
-    ax.legend()
+    ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
-    ax.set_title("precision / recall", fontsize=8)
+    ax.set_title("precision / recall" + (" / class faithfulness" if all(r[4] is not None for r in rows) else ""),
+                 fontsize=8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     try:

@@ -7,8 +7,9 @@ loss on images whose latents are style-mixed with probability ``style_mixing`` (
 layers from a random cut-off on taking the second one's w), and, with ``pl_weight`` > 0, the
 lazy path-length penalty. Adam uses betas (0, 0.99) with the lazy-regularisation correction of
 learning rate and betas. The EMA generator ``g_ema`` (sampling, validation, evaluation), the
-per-epoch Fréchet-distance validation and best-checkpoint keeping come from :class:`GANTask`.
-The ADA probability and the path-length mean are saved with the run, so ``--resume`` is exact.
+per-epoch Fréchet-distance validation and best-checkpoint keeping come from :class:`GANTask`;
+the EMA's half-life grows to ``ema_ramp`` of the images seen. The ADA probability, the
+path-length mean and the images seen are saved with the run, so ``--resume`` is exact.
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ def resolve_augment(cfg: StyleGANConfig, n_images: int) -> str:
     return cfg.augment
 
 
+def ramped_decay(decay: float, ramp: float, images_seen: int, batch: int) -> float:
+    """The EMA decay of one update of ``batch`` images: ``decay``, or, where longer, a half-life of
+    ``ramp * images_seen`` images (StyleGAN2-ADA's ramp: the average reaches further back as
+    training goes on, smoothing out the slow swings of a long run that a fixed decay follows)."""
+    half_life = ramp * images_seen
+    if half_life <= 0 or batch <= 0:
+        return decay
+    return max(decay, 0.5 ** (batch / half_life))
+
+
 def r1_gamma(cfg: StyleGANConfig, shape: tuple[int, int, int], batch_size: int) -> float:
     """The R1 weight: the config's, or the reference code's heuristic 0.0002 * pixels / batch (at least 0.01)."""
     if cfg.r1_gamma is not None:
@@ -53,6 +64,9 @@ class StyleGANTask(GANTask):
         self.ada = ADA(cfg.ada_target, cfg.ada_kimg, cfg.ada_interval)
         self.gamma = r1_gamma(cfg, tuple(data.shape), batch_size)
         self.pl_mean = 0.0
+        self.batch_size = batch_size
+        self.images_seen = 0  # real images shown to the discriminator, all processes (the EMA ramp's clock)
+        self.last_batch = batch_size
 
     # -- harness contract ------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -64,6 +78,9 @@ class StyleGANTask(GANTask):
 
         g_every = cfg.pl_every if cfg.pl_weight > 0 else 1
         return {"d": adam(self.d.parameters(), self.d_lr, cfg.r1_every), "g": adam(self.g.parameters(), self.g_lr, g_every)}
+
+    def ema_decay_now(self) -> float:
+        return ramped_decay(super().ema_decay_now(), self.cfg.ema_ramp, self.images_seen, self.last_batch)
 
     def see(self, x: torch.Tensor) -> torch.Tensor:
         """What the discriminator is shown: ``x`` augmented as ``augment`` says."""
@@ -109,6 +126,9 @@ class StyleGANTask(GANTask):
             out["r1"] = r1.detach()
         ctx.step(d_loss, "d")
 
+        self.last_batch = n * ctx.world.size
+        self.images_seen += self.last_batch
+
         # generator: non-saturating loss through the same augmentation
         ws = self.mixed_ws(n, y, x.device)
         g_loss = F.softplus(-self.d(self.see(self.g.synthesis(ws)), y)).float().mean()
@@ -145,11 +165,15 @@ class StyleGANTask(GANTask):
         return bool(self.cfg.cond and self.data.labels is not None and (self.data.num_classes or 0) >= 2)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"g_updates": self.g_updates, "pl_mean": self.pl_mean, **self.ada.state()}
+        return {"g_updates": self.g_updates, "pl_mean": self.pl_mean, "images_seen": self.images_seen,
+                "last_batch": self.last_batch, **self.ada.state()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.g_updates = int(state.get("g_updates", 0))
         self.pl_mean = float(state.get("pl_mean", 0.0))
+        # runs saved before the EMA ramp kept no count: their updates times the batch size
+        self.images_seen = int(state.get("images_seen", self.g_updates * self.batch_size))
+        self.last_batch = int(state.get("last_batch", self.batch_size))
         self.ada.load(state)
 
     def checkpoint_meta(self) -> dict[str, Any]:

@@ -177,10 +177,14 @@ class GANTask(Task):
         any checkpoint (:meth:`before_checkpoint`) :func:`recalibrate_batch_norm` replaces them
         with g_ema's own."""
         self.g_updates += 1
-        decay = min(self.cfg.ema_decay, (1.0 + self.g_updates) / (10.0 + self.g_updates))
+        decay = self.ema_decay_now()
         ema_p = list(self.g_ema.parameters())
         torch._foreach_lerp_(ema_p, [p.detach() for p in self.g.parameters()], 1.0 - decay)
         torch._foreach_copy_(list(self.g_ema.buffers()), list(self.g.buffers()))  # one launch, not one per buffer
+
+    def ema_decay_now(self) -> float:
+        """This update's EMA decay: ``ema_decay``, held lower by a warm-up over the first updates."""
+        return min(self.cfg.ema_decay, (1.0 + self.g_updates) / (10.0 + self.g_updates))
 
     def labels_for(self, n: int) -> torch.Tensor | None:
         """Balanced labels 0, 1, ..., C-1, 0, 1, ... for a conditional model (None otherwise)."""

@@ -255,6 +255,39 @@ def test_resume_is_exact_with_ada(env, tmp_path):
     assert 0 < a.extra["ada_p"] <= 1  # ADA was at work, so its state had to come back
 
 
+def test_ema_half_life_grows_with_the_images_seen():
+    """StyleGAN2-ADA's EMA ramp: once ``ema_ramp`` of the images seen is a longer half-life than
+    ``ema_decay``'s, the decay per update is 0.5 ** (batch / half-life); the count survives a
+    checkpoint, and a run saved before the count existed takes updates times batch size."""
+    from gentool.data import load_dataset
+    from gentool.training import StepContext
+
+    from gentool import distributed
+    from gentool_gan.stylegan_train import StyleGANTask, ramped_decay
+
+    assert ramped_decay(0.995, 0.05, 0, 32) == 0.995  # nothing seen: the fixed decay
+    assert ramped_decay(0.995, 0.0, 10**6, 32) == 0.995  # ramp off
+    assert ramped_decay(0.995, 0.05, 400_000, 32) == pytest.approx(0.5 ** (32 / 20_000))  # 0.99889
+    assert ramped_decay(0.995, 0.05, 40_000, 32) == 0.995  # a 2,000-image half-life is shorter than 0.995's
+
+    torch.manual_seed(0)
+    data = load_dataset("digits", split="train").subset(slice(0, 64))
+    task = StyleGANTask(tiny_cfg(cond=False, ema_ramp=0.5, ema_decay=0.5), data, lr=5e-3, batch_size=16)
+    ctx = StepContext(torch.device("cpu"), "fp32", distributed.launched_world(), task.configure_optimizers())
+    for step in range(3):
+        ctx.step_count = step
+        task.training_step(next(iter(task.batches(step, 16, 0, 1, 0))), ctx)
+    assert task.images_seen == 48 and task.g_updates == 3
+    assert task.ema_decay_now() == pytest.approx(0.5 ** (16 / 24))  # ramp (0.63) beats 0.5
+    state = task.extra_state()
+    other = StyleGANTask(tiny_cfg(cond=False, ema_ramp=0.5, ema_decay=0.5), data, lr=5e-3, batch_size=16)
+    other.load_extra_state(state)
+    assert other.images_seen == 48 and other.ema_decay_now() == task.ema_decay_now()
+    old = {k: v for k, v in state.items() if k not in ("images_seen", "last_batch")}
+    other.load_extra_state(old)
+    assert other.images_seen == 3 * 16
+
+
 def test_ada_probability_rises_when_the_discriminator_overfits():
     """The controller: signs of D(real) whose mean r_t is above the target raise p by images /
     (kimg * 1000) per update; below it, p falls and stops at 0. In training, a discriminator that
@@ -337,6 +370,19 @@ def test_evaluate_reports_the_truncation_trade_off(trained, monkeypatch):
     assert m["fd_psi0.5"] != m["fd_psi1"]  # truncation changes the images
     plot = Path(result.settings["truncation_plot"])
     assert plot.exists() and plot.parent == ckpt(base, "uncond").parent and plot.stat().st_size > 1000
+
+
+def test_evaluate_gives_class_faithfulness_along_the_truncation(trained, monkeypatch):
+    """A conditional model's trade-off table has class faithfulness per psi: psi 1 is the plain
+    figure; at psi 0 every sample of a label is that label's average image, so each label is all
+    right or all wrong and the share is a whole number of tenths. Unconditional: no such keys."""
+    base, env = trained
+    monkeypatch.setenv("GENTOOL_CACHE", env["GENTOOL_CACHE"])
+    m = load(base, "cond").evaluate(n=200, psis=(0.0, 1.0)).metrics
+    assert m["class_faithfulness_psi1"] == m["class_faithfulness"]
+    at0 = m["class_faithfulness_psi0"]
+    assert 0 <= at0 <= 1 and abs(at0 * 10 - round(at0 * 10)) < 1e-6, at0
+    assert not any(k.startswith("class_faithfulness") for k in load(base, "uncond").evaluate(n=50, psis=(0.5,)).metrics)
 
 
 @pytest.mark.slow
