@@ -1,7 +1,7 @@
 """StyleGAN against DCGAN on little data, under the same wall-clock budget.
 
     python benchmarks/stylegan_quality.py [--minutes 20] [--seeds 3] [--first-seed 0] [--n 2000] [--device cpu]
-                                          [--arms stylegan-ada,stylegan-none,dcgan] [--jobs 1]
+                                          [--arms stylegan-ada,stylegan-none,dcgan] [--jobs 1] [--lr LR]
     python benchmarks/stylegan_quality.py --mnist [--minutes 20] [--seeds 1] [--n 2000] [--set KEY=VALUE ...]
                                           [--lr LR] [--no-peer]
 
@@ -25,6 +25,10 @@ share of samples the data set's ``gentool-cnn`` classifier assigns to the label 
 target is 0.98), its worst class, the judge's test accuracy, FD, precision and recall. The peer,
 measured in the same run with the same budget, judge and seed: ``gentool train cgan`` with its
 defaults (``--no-peer`` skips it).
+
+``--jobs 2`` trains two arms at once (each a one-thread process: on a 2-core machine with
+``OMP_NUM_THREADS=1`` every arm then shares the machine alike, so the equal budget stays fair);
+``--first-seed K`` starts the seeds at K, so one comparison can be split over several runs.
 
 Per-epoch validation is on for every arm (the defaults), so it costs each arm alike. "FD" is the
 Fréchet distance in the offline ``gentool-cnn`` feature space of the data set (named in the output),
@@ -68,9 +72,11 @@ MNIST_LR = 0.0025
 
 
 def train_for(arm: str, seed: int, minutes: float, device: str, env: dict[str, str], runs: Path,
-              data: Path = CIFAR, flags: list[str] | None = None) -> Path:
-    """Train ``arm`` for ``minutes`` of wall clock, stop it with SIGTERM; its last checkpoint."""
+              data: Path = CIFAR, flags: list[str] | None = None, extra: list[str] | None = None) -> Path:
+    """Train ``arm`` for ``minutes`` of wall clock, stop it with SIGTERM; its last checkpoint.
+    ``flags`` replace the arm's own (``arm`` is then the model); ``extra`` are added to them."""
     model, *arm_flags = ARMS[arm] if flags is None else [arm, *flags]
+    arm_flags = [*arm_flags, *(extra or [])]
     name = f"{arm}-s{seed}"
     cmd = [sys.executable, "-m", "gentool", "train", model, "--data", str(data), "--epochs", "100000",
            "--seed", str(seed), "--device", device, "--name", name, "-q", *arm_flags]
@@ -164,7 +170,8 @@ def main() -> None:
                     help="instead: class-conditional stylegan on MNIST 28 px, class faithfulness (target 0.98)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="with --mnist: stylegan options instead of width=8 max_width=32 (repeatable)")
-    ap.add_argument("--lr", type=float, default=None, help=f"with --mnist: stylegan's learning rate (default {MNIST_LR})")
+    ap.add_argument("--lr", type=float, default=None,
+                    help=f"stylegan's learning rate (CIFAR: the stylegan arms, default the model's; --mnist: default {MNIST_LR})")
     ap.add_argument("--no-peer", action="store_true", help="with --mnist: skip the cgan arm")
     args = ap.parse_args()
     if args.mnist:
@@ -183,6 +190,8 @@ def main() -> None:
     print(f"machine: {machine(args.device)}")
     print(f"feature extractor: {warm_extractor(env)} (trained once, cached in {env['GENTOOL_CACHE']})", flush=True)
     last_seed = args.first_seed + args.seeds - 1
+    if args.lr is not None:
+        print(f"stylegan arms: --lr {args.lr:g}", flush=True)
     print(f"budget: {args.minutes:g} min of training per arm and seed; seeds {args.first_seed}..{last_seed}; "
           f"{args.n} samples each against the {CIFAR.name} test split; runs in {runs}")
     if args.jobs > 1:
@@ -191,7 +200,8 @@ def main() -> None:
 
     def one(arm: str, seed: int) -> dict:
         t0 = time.perf_counter()
-        last = train_for(arm, seed, args.minutes, args.device, env, runs)
+        lr = ["--lr", str(args.lr)] if args.lr is not None and ARMS[arm][0] == "stylegan" else []
+        last = train_for(arm, seed, args.minutes, args.device, env, runs, extra=lr)
         doc = json.loads(gentool(["evaluate", ARMS[arm][0], "-c", str(last), "--json", "-n", str(args.n),
                                   "--seed", str(seed), "--device", args.device], env))
         m = doc["metrics"]

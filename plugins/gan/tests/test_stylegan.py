@@ -245,10 +245,12 @@ def test_checkpoint_round_trip(trained):
 
 def test_resume_is_exact_with_ada(env, tmp_path):
     """Two epochs straight, or one then --resume: the same weights, EMA generator, w_avg, both
-    optimizers and the ADA probability and its accumulators."""
+    optimizers, the ADA probability and its accumulators, and the EMA ramp's count of images
+    (``ema_ramp=1`` makes the ramp set the decay from the first steps, so a lost count shows)."""
     from gentool.testing import assert_resume_is_exact
 
-    a, b = assert_resume_is_exact("stylegan", *TINY, "--batch-size", "128", "--set", "augment=ada", "--set", "ada_kimg=1",
+    a, b = assert_resume_is_exact("stylegan", *TINY, "--batch-size", "128", "--set", "augment=ada", "--set", "ema_ramp=1",
+                                  "--set", "ada_kimg=1",
                                   "--set", "ada_target=0.05", "--set", "ada_interval=2", "--set", "r1_every=4", "--seed", "2",
                                   "-q", env=env, runs=tmp_path / "runs")
     assert a.extra["ada_p"] == b.extra["ada_p"] and a.extra["augment"] == "ada"
