@@ -221,14 +221,13 @@ def evaluate(job: Any) -> EvaluateResult:
     judge = None
     if num_classes:
         judge = ext if getattr(ext, "task", None) == "labels" else get_extractor(None, train, device=job.device)
-        if getattr(judge, "task", None) == "labels":
-            metrics["class_faithfulness"], metrics["class_faithfulness_worst_class"] = class_faithfulness(judge, fake, labels)
-            settings["classifier"] = judge.name
-            if test.labels is not None:
-                metrics["classifier_test_accuracy"] = float(
-                    (torch.from_numpy(judge.predict(test.images)) == test.labels).float().mean())
-        else:
-            judge = None
+        judge = judge if getattr(judge, "task", None) == "labels" else None
+    if judge is not None:
+        metrics["class_faithfulness"], metrics["class_faithfulness_worst_class"] = class_faithfulness(judge, fake, labels)
+        settings["classifier"] = judge.name
+        if test.labels is not None:
+            metrics["classifier_test_accuracy"] = float(
+                (torch.from_numpy(judge.predict(test.images)) == test.labels).float().mean())
 
     psis = sorted({float(p) for p in job.options.psis})
     if psis:
@@ -279,14 +278,14 @@ def truncation_plot(rows: list[tuple[float, float, float, float, float | None]],
     ax = fig.add_subplot(1, 2, 2)
     ax.plot(psi, [r[2] for r in rows], "o-", label="precision")
     ax.plot(psi, [r[3] for r in rows], "s-", label="recall")
-    if all(r[4] is not None for r in rows):
+    faithful = all(r[4] is not None for r in rows)
+    if faithful:
         ax.plot(psi, [r[4] for r in rows], "^-", label="class faithfulness")
     ax.set_xlabel("truncation psi")
     ax.set_ylim(0, 1.02)
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
-    ax.set_title("precision / recall" + (" / class faithfulness" if all(r[4] is not None for r in rows) else ""),
-                 fontsize=8)
+    ax.set_title("precision / recall" + (" / class faithfulness" if faithful else ""), fontsize=8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     try:

@@ -66,7 +66,7 @@ class StyleGANTask(GANTask):
         self.pl_mean = 0.0
         self.batch_size = batch_size
         self.images_seen = 0  # real images shown to the discriminator, all processes (the EMA ramp's clock)
-        self.last_batch = batch_size
+        self.last_batch = batch_size  # set by each step before its EMA update, so not saved
 
     # -- harness contract ------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -166,14 +166,13 @@ class StyleGANTask(GANTask):
 
     def extra_state(self) -> dict[str, Any]:
         return {"g_updates": self.g_updates, "pl_mean": self.pl_mean, "images_seen": self.images_seen,
-                "last_batch": self.last_batch, **self.ada.state()}
+                **self.ada.state()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.g_updates = int(state.get("g_updates", 0))
         self.pl_mean = float(state.get("pl_mean", 0.0))
         # runs saved before the EMA ramp kept no count: their updates times the batch size
         self.images_seen = int(state.get("images_seen", self.g_updates * self.batch_size))
-        self.last_batch = int(state.get("last_batch", self.batch_size))
         self.ada.load(state)
 
     def checkpoint_meta(self) -> dict[str, Any]:
