@@ -1,6 +1,6 @@
 """srgan on real photos: the CIFAR-10 subset's test images shrunk x2 and x4 and restored.
 
-    python benchmarks/srgan_quality.py [--scales 2 4] [--epochs 10] [--device cpu|cuda]
+    python benchmarks/srgan_quality.py [--scales 2 4] [--epochs 10] [--seed 0] [--device cpu|cuda]
 
 For each scale, srgan trains through the real command line on the subset's 4,000 training images
 (half the epochs pixel loss, half adversarial), then ``gentool evaluate srgan --json`` scores the
@@ -30,6 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scales", type=int, nargs="+", default=[2, 4])
     ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (the split and the test images do not change)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra srgan option key=value")
     args = ap.parse_args()
@@ -44,13 +45,13 @@ def main() -> None:
         t0 = time.perf_counter()
         sets = [a for s in [f"scale={scale}", *args.sets] for a in ("--set", s)]
         gentool(["train", "srgan", "--data", str(data), "--epochs", str(args.epochs), "--name", f"x{scale}",
-                 "--device", args.device, "-q", *sets], env)
+                 "--seed", str(args.seed), "--device", args.device, "-q", *sets], env)
         minutes = (time.perf_counter() - t0) / 60
         doc = json.loads(gentool(["evaluate", "srgan", "-c", f"x{scale}", "--json", "-n", "1000",
                                   "--device", args.device], env))
         m = doc["metrics"]
         rows.append((scale, minutes, m))
-        print(f"x{scale}: trained {args.epochs} epochs in {minutes:.1f} min; scored on {doc['settings']['images']}",
+        print(f"x{scale}: trained {args.epochs} epochs (seed {args.seed}) in {minutes:.1f} min; scored on {doc['settings']['images']}",
               flush=True)
     print()
     print("| scale | method | PSNR (dB) | SSIM | FD (gentool-cnn) |")

@@ -1,7 +1,7 @@
 """StyleGAN against DCGAN on little data, under the same wall-clock budget.
 
     python benchmarks/stylegan_quality.py [--minutes 20] [--seeds 3] [--first-seed 0] [--n 2000] [--device cpu]
-                                          [--arms stylegan-ada,stylegan-none,dcgan] [--jobs 1] [--lr LR]
+                                          [--arms stylegan-ada,stylegan-none,dcgan] [--jobs 1] [--lr LR] [--set K=V]
     python benchmarks/stylegan_quality.py --mnist [--minutes 20] [--seeds 1] [--n 2000] [--set KEY=VALUE ...]
                                           [--lr LR] [--no-peer]
 
@@ -169,7 +169,8 @@ def main() -> None:
     ap.add_argument("--mnist", action="store_true",
                     help="instead: class-conditional stylegan on MNIST 28 px, class faithfulness (target 0.98)")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE",
-                    help="with --mnist: stylegan options instead of width=8 max_width=32 (repeatable)")
+                    help="with --mnist: stylegan options instead of width=8 max_width=32; on CIFAR: options added "
+                         "to the stylegan arms' own (repeatable)")
     ap.add_argument("--lr", type=float, default=None,
                     help=f"stylegan's learning rate (CIFAR: the stylegan arms, default the model's; --mnist: default {MNIST_LR})")
     ap.add_argument("--no-peer", action="store_true", help="with --mnist: skip the cgan arm")
@@ -190,8 +191,10 @@ def main() -> None:
     print(f"machine: {machine(args.device)}")
     print(f"feature extractor: {warm_extractor(env)} (trained once, cached in {env['GENTOOL_CACHE']})", flush=True)
     last_seed = args.first_seed + args.seeds - 1
-    if args.lr is not None:
-        print(f"stylegan arms: --lr {args.lr:g}", flush=True)
+    stylegan_extra = [*(["--lr", str(args.lr)] if args.lr is not None else []),
+                      *[f for kv in args.set or [] for f in ("--set", kv)]]
+    if stylegan_extra:
+        print(f"stylegan arms: {' '.join(stylegan_extra)}", flush=True)
     print(f"budget: {args.minutes:g} min of training per arm and seed; seeds {args.first_seed}..{last_seed}; "
           f"{args.n} samples each against the {CIFAR.name} test split; runs in {runs}")
     if args.jobs > 1:
@@ -200,8 +203,8 @@ def main() -> None:
 
     def one(arm: str, seed: int) -> dict:
         t0 = time.perf_counter()
-        lr = ["--lr", str(args.lr)] if args.lr is not None and ARMS[arm][0] == "stylegan" else []
-        last = train_for(arm, seed, args.minutes, args.device, env, runs, extra=lr)
+        extra = stylegan_extra if ARMS[arm][0] == "stylegan" else []
+        last = train_for(arm, seed, args.minutes, args.device, env, runs, extra=extra)
         doc = json.loads(gentool(["evaluate", ARMS[arm][0], "-c", str(last), "--json", "-n", str(args.n),
                                   "--seed", str(seed), "--device", args.device], env))
         m = doc["metrics"]

@@ -68,6 +68,24 @@ def class_faithfulness(judge: Any, images: torch.Tensor, labels: torch.Tensor) -
     return float(hit.mean()), float(np.min(per_class))
 
 
+def label_judge(ext: Any, train: Any, device: Any) -> Any:
+    """The classifier that scores class faithfulness: the feature extractor where it is the data's
+    own label classifier, else the data's gentool-cnn; None where the data has no labels."""
+    from gentool.metrics import get_extractor
+
+    judge = ext if getattr(ext, "task", None) == "labels" else get_extractor(None, train, device=device)
+    return judge if getattr(judge, "task", None) == "labels" else None
+
+
+def label_scores(judge: Any, fake: torch.Tensor, labels: torch.Tensor, test: Any) -> dict[str, float]:
+    """Class faithfulness of ``fake`` (drawn for ``labels``), its worst class, and the judge's own
+    accuracy on the labelled test images (its ceiling) where they have labels."""
+    scores = dict(zip(("class_faithfulness", "class_faithfulness_worst_class"), class_faithfulness(judge, fake, labels)))
+    if test.labels is not None:
+        scores["classifier_test_accuracy"] = float((torch.from_numpy(judge.predict(test.images)) == test.labels).float().mean())
+    return scores
+
+
 def evaluate(model: str, job: Any) -> EvaluateResult:
     """The ``gentool_evaluate`` hook body for ``model``."""
     from gentool.metrics import compute_image_metrics, get_extractor
@@ -88,13 +106,11 @@ def evaluate(model: str, job: Any) -> EvaluateResult:
     if not conditional:
         return EvaluateResult(metrics=result, settings=settings)
 
-    judge = ext if getattr(ext, "task", None) == "labels" else get_extractor(None, train, device=job.device)
-    if getattr(judge, "task", None) != "labels":
+    judge = label_judge(ext, train, job.device)
+    if judge is None:
         raise GentoolError(f"cannot score class faithfulness: {train.name} has no labels to train a classifier on")
     settings["classifier"] = judge.name
-    result["class_faithfulness"], result["class_faithfulness_worst_class"] = class_faithfulness(judge, fake, labels)
-    if test.labels is not None:
-        result["classifier_test_accuracy"] = float((torch.from_numpy(judge.predict(test.images)) == test.labels).float().mean())
+    result.update(label_scores(judge, fake, labels, test))
     if opts.cas:
         if test.labels is None or train.labels is None:
             raise GentoolError("the Classification Accuracy Score needs labelled train and test data (or pass --cas false)")

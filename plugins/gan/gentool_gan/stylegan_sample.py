@@ -27,7 +27,7 @@ from torch import nn
 from gentool import ConfigError, EvaluateResult, GentoolError, SampleResult
 
 from gentool_gan.configs import MAX_WHOLE_REQUEST, parse_seeds
-from gentool_gan.evaluate import class_faithfulness
+from gentool_gan.evaluate import class_faithfulness, label_judge, label_scores
 from gentool_gan.sampling import load_generator, parse_label, write_gif
 
 #: Most source images per side of the --mix table when they come from --seeds.
@@ -218,16 +218,10 @@ def evaluate(job: Any) -> EvaluateResult:
     if "augment" in extra:
         settings["augment"] = f"{extra['augment']} (final ADA p {extra.get('ada_p', 0):.3f})" if extra["augment"] == "ada" else extra["augment"]
 
-    judge = None
-    if num_classes:
-        judge = ext if getattr(ext, "task", None) == "labels" else get_extractor(None, train, device=job.device)
-        judge = judge if getattr(judge, "task", None) == "labels" else None
+    judge = label_judge(ext, train, job.device) if num_classes else None
     if judge is not None:
-        metrics["class_faithfulness"], metrics["class_faithfulness_worst_class"] = class_faithfulness(judge, fake, labels)
+        metrics.update(label_scores(judge, fake, labels, test))
         settings["classifier"] = judge.name
-        if test.labels is not None:
-            metrics["classifier_test_accuracy"] = float(
-                (torch.from_numpy(judge.predict(test.images)) == test.labels).float().mean())
 
     psis = sorted({float(p) for p in job.options.psis})
     if psis:
