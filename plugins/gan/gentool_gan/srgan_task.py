@@ -8,7 +8,8 @@ low-resolution inputs (:mod:`gentool_gan.degrade`) and trains the generator ``g`
   follows ``g`` through this stage and is then frozen: every later checkpoint holds both generators,
   so ``gentool evaluate srgan`` compares the two stages from one file;
 - stage 2: the discriminator ``d`` learns to tell restored crops from real ones (non-saturating loss),
-  and ``g`` minimises ``pixel_weight * MSE + feature_weight * feature distance + adv_weight * adversarial``.
+  and ``g`` minimises ``pixel_weight * MSE + feature_weight * feature distance + adv_weight * adversarial``
+  (``adv_weight`` by default 1e-3, and 1e-4 at x2: :meth:`SRGANConfig.adversarial_weight`).
   The feature (perceptual) distance is measured in the first two convolution stages of the data's
   gentool-cnn extractor (trained once per data set and cached), so nothing is downloaded.
 
@@ -110,7 +111,7 @@ class SRGANTask(Task):
         d_loss = F.softplus(-self.d(hr)).mean() + F.softplus(self.d(sr.detach().clamp(0, 1))).mean()
         ctx.step(d_loss, "d")
         adv = F.softplus(-self.d(sr.clamp(0, 1))).mean()
-        loss = cfg.pixel_weight * pixel + cfg.adv_weight * adv
+        loss = cfg.pixel_weight * pixel + cfg.adversarial_weight() * adv
         out: dict[str, Any] = {"pixel": pixel.detach(), "d_loss": d_loss.detach(), "g_adv": adv.detach()}
         if cfg.feature_weight > 0:
             feat = self.features()

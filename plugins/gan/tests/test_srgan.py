@@ -92,6 +92,14 @@ def test_config_is_checked():
         SRGANConfig(scale=3)
     with pytest.raises(ValueError, match="patch"):
         SRGANConfig(scale=8, patch=8)
+    with pytest.raises(ValueError, match="adv_weight"):
+        SRGANConfig(adv_weight=-1.0)
+
+
+def test_adversarial_weight_defaults_by_scale_and_yields_to_the_users():
+    assert [SRGANConfig(scale=s).adversarial_weight() for s in (2, 4, 8)] == [1e-4, 1e-3, 1e-3]
+    assert SRGANConfig(scale=2, adv_weight=1e-3).adversarial_weight() == 1e-3
+    assert SRGANConfig(scale=4, adv_weight=0.0).adversarial_weight() == 0.0
 
 
 def test_srgan_trains_beats_bicubic_and_resumes_exactly(env, tmp_path):
