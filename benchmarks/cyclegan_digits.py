@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python benchmarks/cyclegan_digits.py [--epochs 4] [--epoch-images 4000]
         [--set width=16 ...] [--device cpu|cuda] [--picture docs/cyclegan_digits.png]
+        [--work DIR [--name digits] [--resume | --no-train]]
 
 Trains through the real command line on the data set ``mnist-m-pair`` (built in memory from
 ../shared/data: 30,000 MNIST digits per domain for training, 5,000 per domain held out; B blends
@@ -13,6 +14,11 @@ classifier's accuracy on its own domain's held-out images (the ceiling), FD both
 (gentool-cnn features, not Inception), the cycle L1, and the wall time. Target (issue 16): label
 preservation >= 0.90 both ways. ``--picture`` writes held-out A -> B and B -> A translations
 (``gentool translate``'s before/after sheets, one above the other).
+
+A run long enough to matter outlasts a session: ``--work DIR`` keeps the run in ``DIR/runs`` (a
+fresh temporary folder otherwise), ``--resume`` continues the run ``--name`` there (exactly, with
+the same ``--epochs``: stop it with Ctrl-C or SIGTERM, it saves), and ``--no-train`` only scores
+it (and draws ``--picture``). The training time printed is that of this invocation alone.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from common import SHARED, gentool, machine  # noqa: E402
 DEFAULT_SETS = ["width=16", "d_width=16", "res_blocks=2"]
 
 
-def picture(env: dict[str, str], work: Path, out: Path, device: str, count: int = 8) -> None:
+def picture(env: dict[str, str], work: Path, out: Path, device: str, name: str = "digits", count: int = 8) -> None:
     """Held-out sources of each domain and their translations, A -> B above B -> A, into ``out``."""
     import numpy as np
     import torch
@@ -47,7 +53,7 @@ def picture(env: dict[str, str], work: Path, out: Path, device: str, count: int 
         src.mkdir(parents=True, exist_ok=True)
         for i, img in enumerate(images):
             Image.fromarray(img.permute(1, 2, 0).numpy()).save(src / f"{i}.png")
-        gentool(["translate", str(src), "--direction", direction, "-c", "digits", "-o", str(work / direction),
+        gentool(["translate", str(src), "--direction", direction, "-c", name, "-o", str(work / direction),
                  "--device", device], env)
         with Image.open(work / direction / "sheet.png") as s:
             sheets.append(np.asarray(s.convert("RGB")))
@@ -69,25 +75,36 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=None,
                     help=f"cyclegan option key=value (default: {' '.join(DEFAULT_SETS)})")
     ap.add_argument("--picture", type=Path, default=None, help="write the translations picture here")
+    ap.add_argument("--work", type=Path, default=None, help="keep the run here (default: a fresh temporary folder)")
+    ap.add_argument("--name", default="digits", help="the run's name in --work")
+    how = ap.add_mutually_exclusive_group()
+    how.add_argument("--resume", action="store_true", help="continue the run --name in --work (same --epochs)")
+    how.add_argument("--no-train", action="store_true", help="only score the run --name in --work")
     args = ap.parse_args()
+    if (args.resume or args.no_train) and args.work is None:
+        raise SystemExit("--resume and --no-train need --work DIR, the folder of an earlier run")
     if not (SHARED / "mnist").is_dir() or not (SHARED / "cifar10-subset").is_dir():
         raise SystemExit(f"skipped: MNIST and the CIFAR-10 subset are not in {SHARED}")
-    work = Path(tempfile.mkdtemp(prefix="cyclegan-digits-"))
+    work = args.work if args.work is not None else Path(tempfile.mkdtemp(prefix="cyclegan-digits-"))
+    work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GENTOOL_RUNS": str(work / "runs"),
            "GENTOOL_CACHE": os.environ.get("GENTOOL_CACHE", str(work / "cache"))}
     sets = DEFAULT_SETS if args.sets is None else args.sets
     print(f"machine: {machine(args.device)}")
     t0 = time.perf_counter()
-    gentool(["train", "cyclegan", "--data", "mnist-m-pair", "--epochs", str(args.epochs), "--batch-size",
-             str(args.batch_size), "--set", f"epoch_images={args.epoch_images}", "--name", "digits",
-             "--device", args.device, "-q", *[a for s in sets for a in ("--set", s)]], env)
+    if args.resume:
+        gentool(["train", "cyclegan", "--resume", args.name, "--epochs", str(args.epochs), "--device", args.device,
+                 "-q"], env)
+    elif not args.no_train:
+        gentool(["train", "cyclegan", "--data", "mnist-m-pair", "--epochs", str(args.epochs), "--batch-size",
+                 str(args.batch_size), "--set", f"epoch_images={args.epoch_images}", "--name", args.name,
+                 "--device", args.device, "-q", *[a for s in sets for a in ("--set", s)]], env)
     train_min = (time.perf_counter() - t0) / 60
-    steps = args.epochs * (args.epoch_images // args.batch_size)
-    print(f"trained {args.epochs} epochs x {args.epoch_images} images per domain ({steps} steps of "
-          f"{args.batch_size}; {' '.join(sets)}) in {train_min:.1f} min", flush=True)
     t1 = time.perf_counter()
-    doc = json.loads(gentool(["evaluate", "cyclegan", "-c", "digits", "--json", "-n", str(args.n),
+    doc = json.loads(gentool(["evaluate", "cyclegan", "-c", args.name, "--json", "-n", str(args.n),
                               "--device", args.device], env))
+    print(f"run {work / 'runs' / 'cyclegan' / args.name}: step {doc.get('step')}; "
+          f"training in this invocation {train_min:.1f} min", flush=True)
     eval_min = (time.perf_counter() - t1) / 60
     m, s = doc["metrics"], doc["settings"]
     print(f"evaluated in {eval_min:.1f} min (the classifiers train once, then come from the cache); {s['domains']}")
@@ -105,7 +122,7 @@ def main() -> None:
     print(f"label preservation >= 0.90 both ways (issue 16): {'met' if worst >= 0.9 else 'missed'} "
           f"(worst {worst:.3f}); training {train_min:.1f} min, evaluation {eval_min:.1f} min, {args.device}")
     if args.picture is not None:
-        picture(env, work, args.picture, args.device)
+        picture(env, work, args.picture, args.device, args.name)
 
 
 if __name__ == "__main__":
