@@ -177,7 +177,7 @@ class StyleGANConfig:
         "help": "Decay of the EMA generator used for sampling and evaluation (0: the raw generator)."})
     ema_ramp: float = field(default=0.05, metadata={
         "help": "The EMA's half-life grows with training to this share of the images trained on, where that is "
-                "longer than ema_decay's (StyleGAN2-ADA's ramp; 0: ema_decay alone)."})
+                "longer than ema_decay's (StyleGAN2-ADA's 5% ramp, with ema_decay as the floor; 0: ema_decay alone)."})
     w_avg_decay: float = field(default=0.995, metadata={"help": "Decay of the running mean of w (the truncation centre)."})
     val_samples: int = field(default=1000, metadata={
         "help": "EMA samples scored by Fréchet distance after each epoch to pick best.safetensors (0: no validation)."})

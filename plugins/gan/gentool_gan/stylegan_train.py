@@ -40,8 +40,9 @@ def resolve_augment(cfg: StyleGANConfig, n_images: int) -> str:
 
 def ramped_decay(decay: float, ramp: float, images_seen: int, batch: int) -> float:
     """The EMA decay of one update of ``batch`` images: ``decay``, or, where longer, a half-life of
-    ``ramp * images_seen`` images (StyleGAN2-ADA's ramp: the average reaches further back as
-    training goes on, smoothing out the slow swings of a long run that a fixed decay follows)."""
+    ``ramp * images_seen`` images: the average reaches further back as training goes on, smoothing
+    out the slow swings of a long run that a fixed decay follows. (StyleGAN2-ADA ramps by the same
+    share, but as a cap on a fixed half-life; here ``decay`` is the floor.)"""
     half_life = ramp * images_seen
     if half_life <= 0 or batch <= 0:
         return decay
