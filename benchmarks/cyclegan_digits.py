@@ -100,11 +100,15 @@ def main() -> None:
                  str(args.batch_size), "--set", f"epoch_images={args.epoch_images}", "--name", args.name,
                  "--device", args.device, "-q", *[a for s in sets for a in ("--set", s)]], env)
     train_min = (time.perf_counter() - t0) / 60
+    if not args.no_train:
+        what = (f"resumed to {args.epochs} epochs" if args.resume else
+                f"trained {args.epochs} epochs x {args.epoch_images} images per domain, batch {args.batch_size}, "
+                f"{' '.join(sets)}")
+        print(f"{what} in {train_min:.1f} min", flush=True)
     t1 = time.perf_counter()
     doc = json.loads(gentool(["evaluate", "cyclegan", "-c", args.name, "--json", "-n", str(args.n),
                               "--device", args.device], env))
-    print(f"run {work / 'runs' / 'cyclegan' / args.name}: step {doc.get('step')}; "
-          f"training in this invocation {train_min:.1f} min", flush=True)
+    print(f"run {work / 'runs' / 'cyclegan' / args.name}: scored at step {doc.get('step')}", flush=True)
     eval_min = (time.perf_counter() - t1) / 60
     m, s = doc["metrics"], doc["settings"]
     print(f"evaluated in {eval_min:.1f} min (the classifiers train once, then come from the cache); {s['domains']}")
