@@ -156,6 +156,10 @@ class StyleGANConfig:
     width: int = field(default=32, metadata={
         "help": "Channels at the output resolution; they double at each halving of the side, up to max_width."})
     max_width: int = field(default=128, metadata={"help": "Most channels of any layer, both networks."})
+    d_width: int | None = field(default=None, metadata={
+        "help": "The discriminator's channels at the output resolution (default: width); a stronger critic for a small generator."})
+    d_max_width: int | None = field(default=None, metadata={
+        "help": "Most channels of any discriminator layer (default: max_width)."})
     cond: bool = field(default=True, metadata={
         "help": "Class-conditional when the data has labels (false: ignore the labels)."})
     augment: Literal["auto", "ada", "diffaug", "none"] = field(default="auto", metadata={
@@ -188,6 +192,11 @@ class StyleGANConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_width < self.width:
             raise ValueError("max_width must be at least width")
+        for name in ("d_width", "d_max_width"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.discriminator_widths()[1] < self.discriminator_widths()[0]:
+            raise ValueError("d_max_width must be at least d_width (width where d_width is unset)")
         if not 0 < self.ada_target < 1:
             raise ValueError("ada_target must lie in (0, 1)")
         if not self.ada_kimg > 0:
@@ -207,6 +216,11 @@ class StyleGANConfig:
                 raise ValueError(f"{name} must lie in [0, 1)")
         if self.val_samples < 0 or 0 < self.val_samples < 10:
             raise ValueError("val_samples must be 0 (off) or at least 10")
+
+    def discriminator_widths(self) -> tuple[int, int]:
+        """``(width, max_width)`` of the discriminator: its own where set, else the generator's."""
+        return (self.width if self.d_width is None else self.d_width,
+                self.max_width if self.d_max_width is None else self.d_max_width)
 
 
 #: The largest -n that --mix and --interpolate accept (they write one picture of the whole request).

@@ -196,9 +196,9 @@ class ToRGB(nn.Module):
         return self.conv(x, w) + self.bias.to(x.dtype)[None, :, None, None]
 
 
-def widths(cfg: StyleGANConfig, k: int) -> list[int]:
+def widths(width: int, max_width: int, k: int) -> list[int]:
     """Channels at each level 0..k (side s0 * 2**level): ``width`` at the top, doubling downwards."""
-    return [min(cfg.max_width, cfg.width * 2 ** (k - level)) for level in range(k + 1)]
+    return [min(max_width, width * 2 ** (k - level)) for level in range(k + 1)]
 
 
 class SynthesisNetwork(nn.Module):
@@ -210,7 +210,7 @@ class SynthesisNetwork(nn.Module):
         if h != w:
             raise ConfigError(f"stylegan needs square images, got {h}x{w}; pass --image-size")
         s0, k = plan(h)
-        ch = widths(cfg, k)
+        ch = widths(cfg.width, cfg.max_width, k)
         self.const = nn.Parameter(torch.randn(ch[0], s0, s0))
         self.first = StyleLayer(ch[0], ch[0], cfg.w_dim, s0)
         self.rgb = nn.ModuleList([ToRGB(ch[0], c, cfg.w_dim)])
@@ -292,7 +292,7 @@ class StyleDiscriminator(nn.Module):
         super().__init__()
         c, h, _ = shape
         s0, k = plan(h)
-        ch = widths(cfg, k)
+        ch = widths(*cfg.discriminator_widths(), k)
         self.from_rgb = EqConv(c, ch[k], 1)
         self.blocks = nn.Sequential(*[DBlock(ch[level], ch[level - 1]) for level in range(k, 0, -1)])
         self.conv = EqConv(ch[0] + 1, ch[0], 3)

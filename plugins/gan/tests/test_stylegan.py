@@ -106,6 +106,29 @@ def test_image_sizes_the_networks_build_and_refuse():
             plan(side)
 
 
+def test_the_discriminator_takes_its_own_widths_when_given():
+    """d_width / d_max_width size the discriminator alone (the generator keeps width / max_width);
+    unset, both networks share the generator's; a narrower cap than the width is refused."""
+    from gentool import ConfigError
+    from gentool_gan.stylegan import build
+
+    def channels(net):
+        return sorted({m.weight.shape[0] for m in net.modules() if getattr(m, "weight", None) is not None
+                       and m.weight.dim() == 4})
+
+    shape = (3, 32, 32)
+    g0, d0 = build(shape, None, tiny_cfg())
+    g1, d1 = build(shape, None, tiny_cfg(d_width=16, d_max_width=64))
+    assert channels(g1) == channels(g0)
+    assert max(channels(d0)) == 16 and max(channels(d1)) == 64 and 16 in channels(d1)
+    assert sum(p.numel() for p in d1.parameters()) > 4 * sum(p.numel() for p in d0.parameters())
+    assert d1(g1(torch.randn(2, 16))).shape == (2,)
+    with pytest.raises(ConfigError, match="d_max_width must be at least d_width"):
+        tiny_cfg(d_width=32, d_max_width=16)
+    with pytest.raises(ConfigError, match="d_width must be at least 1"):
+        tiny_cfg(d_width=0)
+
+
 def test_truncation_pulls_towards_each_class_average():
     from gentool_gan.stylegan import build
 
