@@ -173,6 +173,23 @@ def test_prdc_too_few_samples_is_a_user_error():
 # ----------------------------------------------------------------------------- images in
 
 
+def test_hit_share_is_an_exact_count_over_a_count():
+    """1,800 hits of 2,000 is 0.9 exactly (a float32 mean says 0.89999998 and misses a >= 0.9
+    target): tensors, arrays and lists alike; NaN for nothing; mismatched lengths refused."""
+    from gentool.metrics import hit_share
+
+    truth = torch.arange(2000) % 10
+    pred = truth.clone()
+    pred[:200] = (pred[:200] + 1) % 10
+    assert (pred == truth).float().mean().item() < 0.9  # what the old float32 mean said
+    assert hit_share(pred, truth) == 0.9
+    assert hit_share(pred.numpy().astype(np.int32), truth.numpy()) == 0.9
+    assert hit_share([1, 2, 3, 4], [1, 2, 0, 0]) == 0.5
+    assert math.isnan(hit_share(torch.zeros(0), torch.zeros(0)))
+    with pytest.raises(ValueError, match="shape"):
+        hit_share(pred[:10], truth)
+
+
 def test_prepare_images_scales_converts_and_refuses_tanh_range():
     u8 = torch.full((2, 3, 8, 8), 255, dtype=torch.uint8)
     u8[:, 0] = 0

@@ -27,14 +27,16 @@ def label_preservation(g: torch.nn.Module, images: torch.Tensor, labels: torch.T
     """The share of ``g``'s translations of ``images`` that ``judge`` assigns to their ``labels``."""
     if len(images) == 0:
         return float("nan")
-    pred = torch.as_tensor(judge(translate(g, images, torch.device(device))))
-    return float((pred.cpu().to(torch.int64) == labels.cpu()).float().mean())
+    from gentool.metrics import hit_share
+
+    return hit_share(torch.as_tensor(judge(translate(g, images, torch.device(device)))), labels)
 
 
 def accuracy(judge: Judge, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy of ``judge`` on real ``images``."""
-    pred = torch.as_tensor(judge(images))
-    return float((pred.cpu().to(torch.int64) == labels.cpu()).float().mean())
+    from gentool.metrics import hit_share
+
+    return hit_share(torch.as_tensor(judge(images)), labels)
 
 
 def domain_judge(train: Any, domain: str, labels: list[str], device: Any) -> Any:

@@ -63,9 +63,11 @@ def classification_accuracy_score(g: torch.nn.Module, z_dim: int, num_classes: i
 def class_faithfulness(judge: Any, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     """The share of ``images`` that the classifier ``judge`` assigns to the label each was drawn
     for, and the lowest such share of any one label."""
-    hit = (torch.from_numpy(judge.predict(images)) == labels).float()
-    per_class = [float(hit[labels == c].mean()) for c in labels.unique().tolist()]
-    return float(hit.mean()), float(np.min(per_class))
+    from gentool.metrics import hit_share
+
+    pred = torch.from_numpy(judge.predict(images))
+    per_class = [hit_share(pred[labels == c], labels[labels == c]) for c in labels.unique().tolist()]
+    return hit_share(pred, labels), float(np.min(per_class))
 
 
 def label_judge(ext: Any, train: Any, device: Any) -> Any:
@@ -80,9 +82,11 @@ def label_judge(ext: Any, train: Any, device: Any) -> Any:
 def label_scores(judge: Any, fake: torch.Tensor, labels: torch.Tensor, test: Any) -> dict[str, float]:
     """Class faithfulness of ``fake`` (drawn for ``labels``), its worst class, and the judge's own
     accuracy on the labelled test images (its ceiling) where they have labels."""
+    from gentool.metrics import hit_share
+
     scores = dict(zip(("class_faithfulness", "class_faithfulness_worst_class"), class_faithfulness(judge, fake, labels)))
     if test.labels is not None:
-        scores["classifier_test_accuracy"] = float((torch.from_numpy(judge.predict(test.images)) == test.labels).float().mean())
+        scores["classifier_test_accuracy"] = hit_share(judge.predict(test.images), test.labels)
     return scores
 
 

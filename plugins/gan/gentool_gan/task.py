@@ -207,7 +207,7 @@ class GANTask(Task):
         n = self.cfg.val_samples
         if not n:
             return {}
-        from gentool.metrics import feature_stats, frechet_distance_from_stats
+        from gentool.metrics import feature_stats, frechet_distance_from_stats, hit_share
 
         ext = self.extractor()
         labels = self.labels_for(n)
@@ -215,7 +215,7 @@ class GANTask(Task):
         ff = ext.features(fake)
         result = {"fd": frechet_distance_from_stats(*self._real_stats, *feature_stats(ff))}
         if labels is not None and getattr(ext, "task", None) == "labels":
-            result["class_acc"] = float((torch.from_numpy(ext.predict(fake)) == labels).float().mean())
+            result["class_acc"] = hit_share(ext.predict(fake), labels)
         return result
 
     def extractor(self) -> Any:
