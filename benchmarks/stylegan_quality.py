@@ -2,6 +2,7 @@
 
     python benchmarks/stylegan_quality.py [--minutes 20] [--seeds 3] [--first-seed 0] [--n 2000] [--device cpu]
                                           [--arms stylegan-ada,stylegan-none,dcgan] [--jobs 1] [--lr LR] [--set K=V]
+                                          [--score last|best|both]
     python benchmarks/stylegan_quality.py --mnist [--minutes 20] [--seeds 1] [--n 2000] [--set KEY=VALUE ...]
                                           [--lr LR] [--no-peer]
 
@@ -29,6 +30,10 @@ defaults (``--no-peer`` skips it).
 ``--jobs 2`` trains two arms at once (each a one-thread process: on a 2-core machine with
 ``OMP_NUM_THREADS=1`` every arm then shares the machine alike, so the equal budget stays fair);
 ``--first-seed K`` starts the seeds at K, so one comparison can be split over several runs.
+
+``--score best`` scores each arm's ``best.safetensors`` instead (the epoch whose validation FD,
+on training images, was lowest: what ``gentool sample`` and ``evaluate`` use by default), ``--score
+both`` prints both tables; the default, ``last``, is the step the clock stopped.
 
 Per-epoch validation is on for every arm (the defaults), so it costs each arm alike. "FD" is the
 Fréchet distance in the offline ``gentool-cnn`` feature space of the data set (named in the output),
@@ -174,6 +179,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None,
                     help=f"stylegan's learning rate (CIFAR: the stylegan arms, default the model's; --mnist: default {MNIST_LR})")
     ap.add_argument("--no-peer", action="store_true", help="with --mnist: skip the cgan arm")
+    ap.add_argument("--score", choices=("last", "best", "both"), default="last",
+                    help="CIFAR: score the step the clock stopped (last), the epoch validation liked best "
+                         "(best.safetensors, as gentool sample/evaluate do), or both")
     args = ap.parse_args()
     if args.mnist:
         if not MNIST.is_dir():
@@ -201,36 +209,43 @@ def main() -> None:
         print(f"{args.jobs} arms at a time, each on {env['OMP_NUM_THREADS']} torch thread(s): every arm shares "
               "the machine alike, so the equal budget stays fair", flush=True)
 
-    def one(arm: str, seed: int) -> dict:
-        t0 = time.perf_counter()
-        extra = stylegan_extra if ARMS[arm][0] == "stylegan" else []
-        last = train_for(arm, seed, args.minutes, args.device, env, runs, extra=extra)
-        doc = json.loads(gentool(["evaluate", ARMS[arm][0], "-c", str(last), "--json", "-n", str(args.n),
+    kinds = ["last", "best"] if args.score == "both" else [args.score]
+
+    def score(arm: str, seed: int, ckpt: Path, kind: str, t0: float) -> dict:
+        doc = json.loads(gentool(["evaluate", ARMS[arm][0], "-c", str(ckpt), "--json", "-n", str(args.n),
                                   "--seed", str(seed), "--device", args.device], env))
         m = doc["metrics"]
         m["step"] = doc.get("step")
         m["features"] = doc["settings"].get("features")
         m["augment"] = doc["settings"].get("augment", "-")
-        print(f"  {arm} seed {seed}: step {m['step']}, FD {m['fd']:.2f}, precision {m['precision']:.3f}, "
+        print(f"  {arm} seed {seed} ({kind}): step {m['step']}, FD {m['fd']:.2f}, precision {m['precision']:.3f}, "
               f"recall {m['recall']:.3f}, augment {m['augment']} ({time.perf_counter() - t0:.0f} s)", flush=True)
         return m
+
+    def one(arm: str, seed: int) -> dict[str, dict]:
+        t0 = time.perf_counter()
+        extra = stylegan_extra if ARMS[arm][0] == "stylegan" else []
+        last = train_for(arm, seed, args.minutes, args.device, env, runs, extra=extra)
+        best = last.with_name("best.safetensors")
+        return {kind: score(arm, seed, best if kind == "best" and best.exists() else last, kind, t0) for kind in kinds}
 
     todo = [(arm, seed) for seed in range(args.first_seed, args.first_seed + args.seeds) for arm in arms]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # threads: each arm is a subprocess
         done = list(pool.map(lambda job: one(*job), todo))
-    results: dict[str, list[dict]] = {a: [] for a in arms}
-    for (arm, _), m in zip(todo, done):
-        results[arm].append(m)
-    features = next((r[0]["features"] for r in results.values() if r), "?")
-    print(f"\nFD in {features} space (not Inception FID); {args.minutes:g} min per arm and seed\n")
-    print("| arm | steps | FD per seed | FD mean ± std | precision | recall |")
-    print("|---|---|---|---|---|---|")
-    for arm, rs in results.items():
-        fds = [r["fd"] for r in rs]
-        spread = statistics.stdev(fds) if len(fds) > 1 else 0.0
-        print(f"| {arm} | {' / '.join(str(r['step']) for r in rs)} | {' / '.join(f'{x:.2f}' for x in fds)} | "
-              f"{statistics.mean(fds):.2f} ± {spread:.2f} | {statistics.mean(r['precision'] for r in rs):.3f} | "
-              f"{statistics.mean(r['recall'] for r in rs):.3f} |")
+    for kind in kinds:
+        results: dict[str, list[dict]] = {a: [] for a in arms}
+        for (arm, _), ms in zip(todo, done):
+            results[arm].append(ms[kind])
+        features = next((r[0]["features"] for r in results.values() if r), "?")
+        print(f"\n{kind} checkpoints: FD in {features} space (not Inception FID); {args.minutes:g} min per arm and seed\n")
+        print("| arm | steps | FD per seed | FD mean ± std | precision | recall |")
+        print("|---|---|---|---|---|---|")
+        for arm, rs in results.items():
+            fds = [r["fd"] for r in rs]
+            spread = statistics.stdev(fds) if len(fds) > 1 else 0.0
+            print(f"| {arm} | {' / '.join(str(r['step']) for r in rs)} | {' / '.join(f'{x:.2f}' for x in fds)} | "
+                  f"{statistics.mean(fds):.2f} ± {spread:.2f} | {statistics.mean(r['precision'] for r in rs):.3f} | "
+                  f"{statistics.mean(r['recall'] for r in rs):.3f} |")
 
 
 if __name__ == "__main__":
