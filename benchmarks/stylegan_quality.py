@@ -32,8 +32,9 @@ defaults (``--no-peer`` skips it).
 ``--first-seed K`` starts the seeds at K, so one comparison can be split over several runs.
 
 ``--score best`` scores each arm's ``best.safetensors`` instead (the epoch whose validation FD,
-on training images, was lowest: what ``gentool sample`` and ``evaluate`` use by default), ``--score
-both`` prints both tables; the default, ``last``, is the step the clock stopped.
+on training images, was lowest: what ``gentool sample`` and ``evaluate`` use by default; the last
+checkpoint where no epoch finished), ``--score both`` prints both tables; the default, ``last``, is
+the step the clock stopped.
 
 Per-epoch validation is on for every arm (the defaults), so it costs each arm alike. "FD" is the
 Fréchet distance in the offline ``gentool-cnn`` feature space of the data set (named in the output),
@@ -227,7 +228,12 @@ def main() -> None:
         extra = stylegan_extra if ARMS[arm][0] == "stylegan" else []
         last = train_for(arm, seed, args.minutes, args.device, env, runs, extra=extra)
         best = last.with_name("best.safetensors")
-        return {kind: score(arm, seed, best if kind == "best" and best.exists() else last, kind, t0) for kind in kinds}
+        ckpts = {"last": last, "best": best if best.exists() else last}  # no epoch validated: best is last
+        scored: dict[Path, dict] = {}  # a checkpoint that is both is scored once
+        for kind in kinds:
+            if ckpts[kind] not in scored:
+                scored[ckpts[kind]] = score(arm, seed, ckpts[kind], kind, t0)
+        return {kind: scored[ckpts[kind]] for kind in kinds}
 
     todo = [(arm, seed) for seed in range(args.first_seed, args.first_seed + args.seeds) for arm in arms]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # threads: each arm is a subprocess

@@ -187,15 +187,14 @@ class StyleGANConfig:
         "help": "EMA samples scored by Fréchet distance after each epoch to pick best.safetensors (0: no validation)."})
 
     def __post_init__(self) -> None:
-        for name in ("z_dim", "w_dim", "map_layers", "width", "max_width", "ada_interval", "r1_every", "pl_every"):
-            if getattr(self, name) < 1:
+        for name in ("z_dim", "w_dim", "map_layers", "width", "max_width", "d_width", "d_max_width",
+                     "ada_interval", "r1_every", "pl_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.max_width < self.width:
             raise ValueError("max_width must be at least width")
-        for name in ("d_width", "d_max_width"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.discriminator_widths()[1] < self.discriminator_widths()[0]:
+        d_width, d_max_width = self.discriminator_widths()
+        if d_max_width < d_width:
             raise ValueError("d_max_width must be at least d_width (width where d_width is unset)")
         if not 0 < self.ada_target < 1:
             raise ValueError("ada_target must lie in (0, 1)")
