@@ -10,8 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-#: The project's shared data sets (see ../shared/data/README.md), beside the repository.
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: The project's shared data sets (see ../shared/data/README.md), beside the repository, or where
+#: ``GENTOOL_SHARED_DATA`` points (a machine where they lie elsewhere).
+SHARED = Path(os.environ.get("GENTOOL_SHARED_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 
 
 def gentool(args: list[str], env: dict[str, str]) -> str:

@@ -1,6 +1,6 @@
 """cyclegan on the digit pair: MNIST (A) <-> MNIST-M-style digits on CIFAR patches (B), label preservation.
 
-    OMP_NUM_THREADS=1 python benchmarks/cyclegan_digits.py [--epochs 4] [--epoch-images 4000]
+    OMP_NUM_THREADS=1 python benchmarks/cyclegan_digits.py [--epochs 4] [--epoch-images 4000] [--seed 0]
         [--set width=16 ...] [--device cpu|cuda] [--picture docs/cyclegan_digits.png]
         [--work DIR [--name digits] [--resume | --no-train]]
 
@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--epoch-images", type=int, default=4000, help="images of each domain per epoch")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (the held-out images do not change)")
     ap.add_argument("-n", type=int, default=2000, help="held-out images per domain to score")
     ap.add_argument("--set", dest="sets", action="append", default=None,
                     help=f"cyclegan option key=value (default: {' '.join(DEFAULT_SETS)})")
@@ -98,11 +99,11 @@ def main() -> None:
     elif not args.no_train:
         gentool(["train", "cyclegan", "--data", "mnist-m-pair", "--epochs", str(args.epochs), "--batch-size",
                  str(args.batch_size), "--set", f"epoch_images={args.epoch_images}", "--name", args.name,
-                 "--device", args.device, "-q", *[a for s in sets for a in ("--set", s)]], env)
+                 "--seed", str(args.seed), "--device", args.device, "-q", *[a for s in sets for a in ("--set", s)]], env)
     train_min = (time.perf_counter() - t0) / 60
     if not args.no_train:
         what = (f"resumed to {args.epochs} epochs" if args.resume else
-                f"trained {args.epochs} epochs x {args.epoch_images} images per domain, batch {args.batch_size}, "
+                f"trained {args.epochs} epochs x {args.epoch_images} images per domain, batch {args.batch_size}, seed {args.seed}, "
                 f"{' '.join(sets)}")
         print(f"{what} in {train_min:.1f} min", flush=True)
     t1 = time.perf_counter()

@@ -14,7 +14,8 @@ to produce augmented images: the discriminator just cannot memorise the few real
   images, because the discriminator still sees un-augmented images often enough.
 - :func:`diff_augment`, DiffAugment (Zhao et al. 2020): colour, translation and cutout, always on.
 
-Pure PyTorch (``affine_grid`` / ``grid_sample``), on any device; randomness comes from the global
+Pure PyTorch (``affine_grid`` / ``grid_sample``, with a double-differentiable wrapper for the R1
+penalty on a GPU), on any device; randomness comes from the global
 torch RNG, which the training harness seeds and restores on resume.
 """
 
@@ -100,12 +101,61 @@ def color_transform(x: torch.Tensor, p: float) -> torch.Tensor:
     return torch.einsum("nij,njhw->nihw", m, x - mean) + mean
 
 
+class _GridSample(torch.autograd.Function):
+    """Bilinear ``grid_sample`` (reflection padding, ``align_corners=False``) whose input gradient
+    can itself be differentiated on every device.
+
+    The R1 penalty on augmented real images is a gradient of a gradient through this resampling,
+    and CUDA has no derivative for ``grid_sampler_2d_backward`` (the CPU happens to route such
+    calls to a differentiable fallback). The input gradient is linear in the incoming gradient, so
+    its own derivative is the forward resampling again; the grid is treated as a constant in that
+    second pass (ADA's grid comes from random draws and needs no gradient), and asking for a
+    second derivative through the grid is an error rather than a silent zero. Computes in at
+    least float32 (what autocast does for ``grid_sample``)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        x, grid = x.to(dtype), grid.to(dtype)
+        ctx.save_for_backward(x, grid)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, grid = ctx.saved_tensors
+        return _GridSampleGrad.apply(grad, x, grid)
+
+
+class _GridSampleGrad(torch.autograd.Function):
+    """The gradients of :class:`_GridSample` (input, grid), differentiable in the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx, grad: torch.Tensor, x: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.save_for_backward(grid)
+        # interpolation 0 = bilinear, padding 2 = reflection, align_corners False; both gradients
+        return torch.ops.aten.grid_sampler_2d_backward(grad.to(x.dtype), x, grid, 0, 2, False, [True, True])
+
+    @staticmethod
+    def backward(ctx, grad_gx: torch.Tensor | None,
+                 grad_ggrid: torch.Tensor | None) -> tuple[torch.Tensor | None, None, None]:
+        (grid,) = ctx.saved_tensors
+        if grad_ggrid is not None and bool(grad_ggrid.ne(0).any()):
+            raise NotImplementedError("second derivatives through the sampling grid are not implemented")
+        return (_GridSample.apply(grad_gx, grid) if grad_gx is not None else None), None, None
+
+
+def resample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``x`` resampled bilinearly at ``grid`` with reflection padding: ``F.grid_sample``'s result,
+    twice differentiable in ``x`` on CPU and GPU alike (see :class:`_GridSample`)."""
+    return _GridSample.apply(x, grid)
+
+
 def ada_augment(x: torch.Tensor, p: float) -> torch.Tensor:
     """ADA's pipeline at probability ``p`` on images ``[B, C, H, W]`` in about [-1, 1] (differentiable)."""
     n = x.shape[0]
     m = geometric_matrix(n, p, x.device)
     grid = F.affine_grid(m[:, :2, :].to(x.dtype), list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    x = resample(x, grid).to(x.dtype)
     return color_transform(x, p)
 
 

@@ -313,6 +313,41 @@ def test_ema_half_life_grows_with_the_images_seen():
     assert other.images_seen == 3 * 16
 
 
+def test_ada_resampling_is_twice_differentiable_like_grid_sample():
+    """The R1 penalty on ADA-augmented reals differentiates a gradient taken through the
+    resampling. CUDA has no derivative for grid_sample's backward (found on a GPU: the first R1
+    step after p left 0 failed), so the augmentation uses its own wrapper: it must give
+    grid_sample's value, its gradient and the gradient of that gradient (checked here against the
+    CPU's own differentiable grid_sample, in float64), and refuse a second derivative through the grid."""
+    import torch.nn.functional as F
+
+    from gentool_gan.augment import geometric_matrix, resample
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    m = geometric_matrix(2, 1.0, torch.device("cpu"))
+    grid = F.affine_grid(m[:, :2, :].double(), [2, 3, 8, 8], align_corners=False)
+
+    def reference(t):
+        return F.grid_sample(t, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    assert torch.equal(resample(x, grid), reference(x))
+    assert torch.autograd.gradgradcheck(lambda t: resample(t, grid), (x,))
+    w = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)  # stands in for D's weights
+
+    def r1_grad(f):  # d/dw |d/dx <w, f(x)>|^2, the shape of R1's gradient
+        (g,) = torch.autograd.grad((f(x) * w).sum(), x, create_graph=True)
+        return torch.autograd.grad(g.square().sum(), w)[0]
+
+    ours, theirs = r1_grad(lambda t: resample(t, grid)), r1_grad(reference)
+    assert ours.abs().max() > 1 and torch.allclose(ours, theirs, rtol=1e-10, atol=1e-10)
+    movable = grid.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t, g: resample(t, g), (x, movable))  # first order in the grid
+    (gg,) = torch.autograd.grad(resample(x, movable).square().sum(), movable, create_graph=True)
+    with pytest.raises(NotImplementedError, match="through the sampling grid"):
+        torch.autograd.grad(gg.square().sum(), x)
+
+
 def test_ada_probability_rises_when_the_discriminator_overfits():
     """The controller: signs of D(real) whose mean r_t is above the target raise p by images /
     (kimg * 1000) per update; below it, p falls and stops at 0. In training, a discriminator that
