@@ -31,6 +31,9 @@ defaults (``--no-peer`` skips it).
 ``OMP_NUM_THREADS=1`` every arm then shares the machine alike, so the equal budget stays fair);
 ``--first-seed K`` starts the seeds at K, so one comparison can be split over several runs.
 
+An arm that fails (its training stops before the budget, or its evaluation fails) is reported
+and left out of the table; the others finish and are scored, and the script then exits with 1.
+
 ``--score best`` scores each arm's ``best.safetensors`` instead (the epoch whose validation FD,
 on training images, was lowest: what ``gentool sample`` and ``evaluate`` use by default; the last
 checkpoint where no epoch finished), ``--score both`` prints both tables; the default, ``last``, is
@@ -223,7 +226,15 @@ def main() -> None:
               f"recall {m['recall']:.3f}, augment {m['augment']} ({time.perf_counter() - t0:.0f} s)", flush=True)
         return m
 
-    def one(arm: str, seed: int) -> dict[str, dict]:
+    def one(arm: str, seed: int) -> dict[str, dict] | str:
+        """The arm's metrics per checkpoint kind, or why it failed (the other arms go on)."""
+        try:
+            return train_and_score(arm, seed)
+        except SystemExit as exc:
+            print(f"  {arm} seed {seed} FAILED: {exc}", flush=True)
+            return str(exc).strip().splitlines()[-1] if str(exc).strip() else "failed"
+
+    def train_and_score(arm: str, seed: int) -> dict[str, dict]:
         t0 = time.perf_counter()
         extra = stylegan_extra if ARMS[arm][0] == "stylegan" else []
         last = train_for(arm, seed, args.minutes, args.device, env, runs, extra=extra)
@@ -238,21 +249,28 @@ def main() -> None:
     todo = [(arm, seed) for seed in range(args.first_seed, args.first_seed + args.seeds) for arm in arms]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:  # threads: each arm is a subprocess
         done = list(pool.map(lambda job: one(*job), todo))
+    failed = [(arm, seed, ms) for (arm, seed), ms in zip(todo, done) if isinstance(ms, str)]
     for kind in kinds:
         results: dict[str, list[dict]] = {a: [] for a in arms}
         for (arm, _), ms in zip(todo, done):
-            results[arm].append(ms[kind])
+            if not isinstance(ms, str):
+                results[arm].append(ms[kind])
         features = next((r[0]["features"] for r in results.values() if r), "?")
         print(f"\n{kind} checkpoints: FD in {features} space (not Inception FID); {args.minutes:g} min per arm and seed\n")
         print("| arm | steps | FD per seed | FD mean ± std | precision | recall |")
         print("|---|---|---|---|---|---|")
         for arm, rs in results.items():
+            if not rs:
+                print(f"| {arm} | - | failed on every seed | - | - | - |")
+                continue
             fds = [r["fd"] for r in rs]
             spread = statistics.stdev(fds) if len(fds) > 1 else 0.0
             print(f"| {arm} | {' / '.join(str(r['step']) for r in rs)} | {' / '.join(f'{x:.2f}' for x in fds)} | "
                   f"{statistics.mean(fds):.2f} ± {spread:.2f} | {statistics.mean(r['precision'] for r in rs):.3f} | "
                   f"{statistics.mean(r['recall'] for r in rs):.3f} |")
-
+    if failed:
+        print("\nfailed (not in the table): " + "; ".join(f"{arm} seed {seed}: {why}" for arm, seed, why in failed))
+        raise SystemExit(1)
 
 if __name__ == "__main__":
     main()
