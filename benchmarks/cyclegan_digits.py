@@ -103,8 +103,8 @@ def main() -> None:
     train_min = (time.perf_counter() - t0) / 60
     if not args.no_train:
         what = (f"resumed to {args.epochs} epochs" if args.resume else
-                f"trained {args.epochs} epochs x {args.epoch_images} images per domain, batch {args.batch_size}, seed {args.seed}, "
-                f"{' '.join(sets)}")
+                f"trained {args.epochs} epochs x {args.epoch_images} images per domain, batch {args.batch_size}, "
+                f"seed {args.seed}, {' '.join(sets)}")
         print(f"{what} in {train_min:.1f} min", flush=True)
     t1 = time.perf_counter()
     doc = json.loads(gentool(["evaluate", "cyclegan", "-c", args.name, "--json", "-n", str(args.n),

@@ -73,7 +73,7 @@ def run_epochs(model: str, data, images: int, epochs: int, precision: str, devic
     return time.perf_counter() - t0, result.step, spec.batch_size
 
 
-def next_batch(model: str) -> int:
+def default_batch(model: str) -> int:
     """``model``'s command-line default batch size."""
     from gentool_gan.plugin import SPECS
 
@@ -91,7 +91,7 @@ def measure(args: argparse.Namespace, sets: dict[str, str], models: list[str], p
             plan: dict[tuple[str, int, str], tuple[int, int]] = {}  # images per epoch, epochs
             for key in configs:  # untimed, one short epoch: first calls; also sizes the timed run
                 model, _, precision = key
-                batch = next_batch(model)
+                batch = default_batch(model)
                 per_epoch = min(len(data), args.images or len(data)) // batch * batch
                 warm = min(per_epoch, 8 * batch)
                 secs, _, _ = run_epochs(model, data, warm, 1, precision, args.device, sets)

@@ -132,6 +132,7 @@ class _GridSampleGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grad: torch.Tensor, x: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.save_for_backward(grid)
+        ctx.set_materialize_grads(False)  # an unused output's gradient comes as None, not zeros to test
         # interpolation 0 = bilinear, padding 2 = reflection, align_corners False; both gradients
         return torch.ops.aten.grid_sampler_2d_backward(grad.to(x.dtype), x, grid, 0, 2, False, [True, True])
 
