@@ -272,5 +272,6 @@ def main() -> None:
         print("\nfailed (not in the table): " + "; ".join(f"{arm} seed {seed}: {why}" for arm, seed, why in failed))
         raise SystemExit(1)
 
+
 if __name__ == "__main__":
     main()

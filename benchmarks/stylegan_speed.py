@@ -52,11 +52,10 @@ def run_epochs(model: str, data, images: int, epochs: int, precision: str, devic
 
     from gentool import TrainJob, TrainOptions, build_config, fit, seed_everything
     from gentool.runs import new_run
-    from gentool_gan.plugin import SPECS
     from gentool_gan.stylegan_train import StyleGANTask
     from gentool_gan.task import GANTask
 
-    spec = next(s for s in SPECS if s.name == model)
+    spec = model_spec(model)
     overrides = {"val_samples": 0, **(sets if model == "stylegan" else {})}
     cfg = build_config(spec.config, overrides)
     part = data.subset(slice(0, images))
@@ -73,11 +72,11 @@ def run_epochs(model: str, data, images: int, epochs: int, precision: str, devic
     return time.perf_counter() - t0, result.step, spec.batch_size
 
 
-def default_batch(model: str) -> int:
-    """``model``'s command-line default batch size."""
+def model_spec(model: str):
+    """``model``'s spec in the GAN plugin (its command-line defaults: batch size, learning rate)."""
     from gentool_gan.plugin import SPECS
 
-    return next(s for s in SPECS if s.name == model).batch_size
+    return next(s for s in SPECS if s.name == model)
 
 
 def measure(args: argparse.Namespace, sets: dict[str, str], models: list[str], precisions: list[str],
@@ -91,7 +90,7 @@ def measure(args: argparse.Namespace, sets: dict[str, str], models: list[str], p
             plan: dict[tuple[str, int, str], tuple[int, int]] = {}  # images per epoch, epochs
             for key in configs:  # untimed, one short epoch: first calls; also sizes the timed run
                 model, _, precision = key
-                batch = default_batch(model)
+                batch = model_spec(model).batch_size
                 per_epoch = min(len(data), args.images or len(data)) // batch * batch
                 warm = min(per_epoch, 8 * batch)
                 secs, _, _ = run_epochs(model, data, warm, 1, precision, args.device, sets)
