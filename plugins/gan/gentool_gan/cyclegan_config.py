@@ -23,6 +23,9 @@ class CycleGANConfig:
     decay_from: float = field(default=0.5, metadata={
         "help": "Fraction of the run after which the learning rate decays linearly to zero."})
     beta1: float = field(default=0.5, metadata={"help": "Adam beta1."})
+    flip: bool = field(default=False, metadata={
+        "help": "Mirror each training image left-right at random (the reference code's default; fights a "
+                "discriminator that memorises a few hundred photos). Off for digits and text."})
     epoch_images: int = field(default=0, metadata={
         "help": "Images of each domain one epoch draws (fresh ones each epoch; 0: all of the larger domain): short epochs on big sets."})
 

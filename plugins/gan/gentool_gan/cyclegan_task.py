@@ -104,10 +104,18 @@ class CycleGANTask(Task):
             return torch.cat([torch.randperm(n, generator=g) for _ in range(-(-need // n))])[:need][rank::world_size]
 
         oa, ob = order(len(self.images_a)), order(len(self.images_b))
+        # which images to mirror: drawn from the epoch's own stream, so a resumed epoch repeats them
+        fa, fb = (torch.rand(need, generator=g)[rank::world_size] < 0.5 if self.cfg.flip else None for _ in "ab")
         for i in range(steps):
             sl = slice(i * batch_size, (i + 1) * batch_size)
-            yield (self.images_a[oa[sl]].to(self.device).float().div_(127.5).sub_(1.0),
-                   self.images_b[ob[sl]].to(self.device).float().div_(127.5).sub_(1.0))
+            yield (self._batch(self.images_a[oa[sl]], None if fa is None else fa[sl]),
+                   self._batch(self.images_b[ob[sl]], None if fb is None else fb[sl]))
+
+    def _batch(self, images: torch.Tensor, mirror: torch.Tensor | None) -> torch.Tensor:
+        """uint8 images to [-1, 1] on the device, those marked in ``mirror`` flipped left-right."""
+        if mirror is not None and bool(mirror.any()):
+            images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
+        return images.to(self.device).float().div_(127.5).sub_(1.0)
 
     def training_step(self, batch: Any, ctx: StepContext) -> Mapping[str, Any]:
         cfg, n = self.cfg, self.nets

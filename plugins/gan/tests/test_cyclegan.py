@@ -121,7 +121,7 @@ def test_cyclegan_resume_after_a_kill_is_exact(env, tmp_path):
     from gentool.testing import assert_mid_epoch_resume_is_exact
 
     pair = make_pair(tmp_path / "pair", "classes", n=40)
-    a, _ = assert_mid_epoch_resume_is_exact("cyclegan", "--data", str(pair), *TINY, "--set", "pool_size=5", "-q",
+    a, _ = assert_mid_epoch_resume_is_exact("cyclegan", "--data", str(pair), *TINY, "--set", "pool_size=5", "--set", "flip=true", "-q",
                                             env=env, runs=tmp_path / "runs", save_every=3, kill_at=6)
     assert any(k.startswith("__train__") and "pool_a" in k for k in a.tensors())  # the history pools are saved
     assert a.extra["domain_a"] == "inverted" and a.extra["domain_b"] == "plain"  # class folders, sorted
@@ -143,6 +143,40 @@ def test_layouts_and_bad_input_are_one_line(env, tmp_path):
     two = make_pair(tmp_path / "two", "classes", n=10)
     res = gentool("train", "cyclegan", "--data", str(two), "--image-size", "18", "--epochs", "1", env=env)
     assert res.returncode == 1 and "divisible by 4" in res.stderr, res.stderr
+
+
+def test_flip_mirrors_about_half_the_images_the_same_way_each_time(tmp_path):
+    """``flip=true``: each training image comes as itself or mirrored left-right, about half of each,
+    the same draw for the same (seed, epoch) and a new one for the next epoch; off, as they are."""
+    from gentool import load_dataset
+
+    from gentool_gan.cyclegan_config import CycleGANConfig
+    from gentool_gan.cyclegan_task import CycleGANTask
+
+    data = load_dataset(str(make_pair(tmp_path / "pair", "classes", n=64)), split="train")
+
+    def first_epoch_batches(flip: bool, epoch: int = 0) -> list[torch.Tensor]:
+        task = CycleGANTask(CycleGANConfig(flip=flip, width=4, d_width=4, res_blocks=0), data, 2e-4)
+        task.device = torch.device("cpu")
+        return [a for a, _ in task.batches(epoch, 8, 0, 1, seed=3)], task
+
+    plain, task = first_epoch_batches(False)
+    mirrored, _ = first_epoch_batches(True)
+    again, _ = first_epoch_batches(True)
+    later, _ = first_epoch_batches(True, epoch=1)
+    assert all(torch.equal(x, y) for x, y in zip(mirrored, again))
+    flipped = same = 0
+    for p, m in zip(plain, mirrored):  # the same order of images: only the mirroring differs
+        for pi, mi in zip(p, m):
+            if torch.equal(pi, mi):
+                same += 1
+            else:
+                assert torch.equal(pi.flip(-1), mi)
+                flipped += 1
+    assert 16 <= flipped <= 48 and flipped + same == 64, (flipped, same)
+    assert not all(torch.equal(x, y) for x, y in zip(mirrored, later))
+    images = task.images_a.float().div(127.5).sub(1.0)
+    assert any(torch.equal(plain[0][0], im) for im in images)  # off: the images as they are
 
 
 def test_the_history_pool_keeps_and_swaps_images():
