@@ -104,8 +104,11 @@ class CycleGANTask(Task):
             return torch.cat([torch.randperm(n, generator=g) for _ in range(-(-need // n))])[:need][rank::world_size]
 
         oa, ob = order(len(self.images_a)), order(len(self.images_b))
-        # which images to mirror: drawn from the epoch's own stream, so a resumed epoch repeats them
-        fa, fb = (torch.rand(need, generator=g)[rank::world_size] < 0.5 if self.cfg.flip else None for _ in "ab")
+
+        def mirrored() -> torch.Tensor | None:  # from the epoch's stream, after the orders: a resumed epoch repeats it
+            return torch.rand(need, generator=g)[rank::world_size] < 0.5 if self.cfg.flip else None
+
+        fa, fb = mirrored(), mirrored()
         for i in range(steps):
             sl = slice(i * batch_size, (i + 1) * batch_size)
             yield (self._batch(self.images_a[oa[sl]], None if fa is None else fa[sl]),
@@ -113,7 +116,7 @@ class CycleGANTask(Task):
 
     def _batch(self, images: torch.Tensor, mirror: torch.Tensor | None) -> torch.Tensor:
         """uint8 images to [-1, 1] on the device, those marked in ``mirror`` flipped left-right."""
-        if mirror is not None and bool(mirror.any()):
+        if mirror is not None:
             images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
         return images.to(self.device).float().div_(127.5).sub_(1.0)
 
