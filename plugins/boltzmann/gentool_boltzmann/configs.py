@@ -14,8 +14,12 @@ def _opt(default, help: str):
 class SGDOptions:
     """Training options every Boltzmann model shares."""
 
-    binarize: Literal["threshold", "sample", "none"] = _opt(
-        "threshold", "How grey pixels become binary units: > 0.5, a fixed Bernoulli draw, or kept as probabilities.")
+    # "sample" is the binarisation of the published MNIST figures (Salakhutdinov & Murray 2008):
+    # each grey level is the probability of a one, drawn once per pixel from the run's seed. On
+    # data that is binary already it changes nothing. "threshold" was the default before.
+    binarize: Literal["sample", "threshold", "none"] = _opt(
+        "sample", "How grey pixels become binary units: one seeded Bernoulli draw per pixel (as the published "
+        "MNIST figures), > 0.5, or kept as probabilities.")
     method: Literal["cd", "pcd"] = _opt("pcd", "Contrastive divergence (chains restart at the data) or persistent CD.")
     k: int = _opt(1, "Gibbs steps per update.")
     momentum: float = _opt(0.5, "SGD momentum.")
@@ -44,6 +48,16 @@ class RBMConfig(SGDOptions):
         "bernoulli", "Visible units: binary, or real-valued with unit variance (data standardised per pixel).")
     sparsity_target: float = _opt(0.0, "Target mean activation of the hidden units (0: no sparsity penalty).")
     sparsity_cost: float = _opt(0.1, "Weight of the sparsity penalty on the hidden biases.")
+    # The recipe's schedules (Hinton 2010, "A practical guide to training RBMs", sections 9-10:
+    # momentum 0.5 while the weights are small, then 0.9; Salakhutdinov & Murray 2008: CD with k
+    # raised from 1 to 25 in the course of training). Both are read from the epoch, so --resume
+    # continues them exactly.
+    momentum_final: float | None = _opt(
+        None, "Momentum from epoch momentum_epochs + 1 on (Hinton 2010: 0.5 at first, then 0.9); none: momentum throughout.")
+    momentum_epochs: int = _opt(5, "Epochs trained with the initial momentum before momentum_final takes over.")
+    k_schedule: tuple[str, ...] = _opt(
+        (), "CD-k schedule EPOCH:K,... : from that epoch (1-based) on, K Gibbs steps per update, e.g. 21:3,61:5 "
+        "(Salakhutdinov & Murray 2008 raised k from 1 to 25 during training); empty: k throughout.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -51,6 +65,35 @@ class RBMConfig(SGDOptions):
             raise ValueError("hidden must be at least 1")
         if not 0 <= self.sparsity_target < 1:
             raise ValueError("sparsity_target must be in [0, 1)")
+        if self.momentum_final is not None and not 0 <= self.momentum_final < 1:
+            raise ValueError("momentum_final must be in [0, 1)")
+        if self.momentum_epochs < 0:
+            raise ValueError("momentum_epochs must be >= 0")
+        self.k_steps()  # refuses a malformed schedule now, not epochs into the run
+
+    def k_steps(self) -> list[tuple[int, int]]:
+        """The k schedule as (first epoch, 1-based; k) pairs in epoch order, starting with (1, k)."""
+        steps = {1: self.k}
+        for item in self.k_schedule:
+            epoch, sep, k = str(item).partition(":")
+            try:
+                epoch_i, k_i = int(epoch), int(k)
+            except ValueError:
+                raise ValueError(f"k_schedule items are EPOCH:K (e.g. 21:3), got {item!r}") from None
+            if not sep or epoch_i < 1 or k_i < 1:
+                raise ValueError(f"k_schedule items are EPOCH:K with EPOCH >= 1 and K >= 1, got {item!r}")
+            steps[epoch_i] = k_i
+        return sorted(steps.items())
+
+    def k_at(self, epoch: int) -> int:
+        """Gibbs steps per update in ``epoch`` (0-based, as the harness counts)."""
+        return [k for first, k in self.k_steps() if first <= epoch + 1][-1]
+
+    def momentum_at(self, epoch: int) -> float:
+        """Momentum in ``epoch`` (0-based)."""
+        if self.momentum_final is None or epoch < self.momentum_epochs:
+            return self.momentum
+        return self.momentum_final
 
 
 @dataclass
@@ -89,6 +132,10 @@ class DBMConfig(SGDOptions):
 class BMConfig(SGDOptions):
     """General Boltzmann machine with visible-visible and hidden-hidden connections."""
 
+    # thresholded: the bm is for small inputs (tiny digits) and has no published figure to match
+    binarize: Literal["sample", "threshold", "none"] = _opt(
+        "threshold", "How grey pixels become binary units: one seeded Bernoulli draw per pixel, > 0.5, or kept "
+        "as probabilities.")
     hidden: int = _opt(32, "Number of hidden units (keep it small: updates are unit by unit).")
     mean_field_iters: int = _opt(10, "Mean-field iterations for the hidden units with the data clamped.")
     chains: int = _opt(100, "Persistent chains for the model statistics.")

@@ -115,6 +115,10 @@ def rbm_gradients(rbm: RBM, v0: torch.Tensor, vk: torch.Tensor, sparsity_target:
 class RBMTask(BoltzmannTask):
     """Trains an :class:`RBM` with CD-k or PCD-k through the shared harness.
 
+    The recipe's schedules are options of :class:`RBMConfig`: ``k_schedule`` raises k at stated
+    epochs, ``momentum_final`` replaces the momentum after ``momentum_epochs`` epochs; the
+    learning rate decays per step (``lr_schedule``), weight decay applies to ``W`` only.
+
     ``--precision bf16`` runs the matrix products in bfloat16 (weights and updates stay float32):
     about twice the speed on CPUs with bf16 instructions.
     """
@@ -153,6 +157,10 @@ class RBMTask(BoltzmannTask):
         k Gibbs half-steps down and up, and one fused product for the weight gradient)."""
         x, _ = batch
         rbm, cfg = self.rbm, self.cfg
+        k = cfg.k_at(ctx.epoch)  # the schedules follow the harness's epoch (restored on resume)
+        if cfg.momentum_final is not None:
+            for group in ctx.optimizers["sgd"].param_groups:
+                group["momentum"] = cfg.momentum_at(ctx.epoch)
         v0 = rbm.standardise(flat(x))
         ph0 = rbm.hidden_probs(v0)
         if cfg.method == "pcd":  # persistent chains, kept as hidden samples (Tieleman 2008)
@@ -161,7 +169,7 @@ class RBMTask(BoltzmannTask):
             h = self.chains
         else:
             h = bernoulli(ph0)
-        for _ in range(cfg.k):
+        for _ in range(k):
             vk = rbm.sample_visible(h)
             phk = rbm.hidden_probs(vk)
             h = bernoulli(phk)
