@@ -441,16 +441,19 @@ def serve(
     chat_model: Optional[str] = typer.Option(None, "--chat-model", help="A chat model besides the runs' (a checkpoint, a transformers folder or hub id)."),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
     queue: int = typer.Option(8, "--queue", min=0, help="Requests that may wait for a busy model; one more gets a 503."),
+    max_pixels: int = typer.Option(1 << 22, "--max-pixels", min=1,
+                                   help="Most image pixels in one tool request, all files together (default: one 2048x2048 image)."),
 ) -> None:
     """A local web page (runs, samples, tools, chat) and an OpenAI-compatible API."""
-    from gentool.serve import LOOPBACK, ServeConfig, bind, require_extra
+    from gentool.serve import LOOPBACK, ServeConfig, bind, prepare, require_extra
     from gentool.serve import serve as run_server
 
     require_extra()
     from gentool.paths import runs_dir
 
     config = ServeConfig(runs=(runs or runs_dir()).expanduser().resolve(), api_key=api_key or None,
-                         chat_model=chat_model, device=device, queue_size=queue)
+                         chat_model=chat_model, device=device, queue_size=queue, max_pixels=max_pixels)
+    prepare(config, runs_given=runs is not None)  # --runs and --chat-model checked (one line each) before listening
     sock = bind(host, port)
     port = sock.getsockname()[1]
     err = _console(stderr=True)

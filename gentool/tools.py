@@ -11,7 +11,9 @@ A plugin registers its tools through the ``gentool_register_tools`` hook::
 dataclass (parsed and checked by the core), and returns one :class:`ToolAnswer` per file, in order.
 A file it cannot handle gets an answer with ``error`` (one line) and the others are still answered.
 ``gentool serve`` publishes each tool as ``POST /v1/tools/NAME`` and a panel of its page; nothing
-here knows about HTTP. No torch at import time.
+here knows about HTTP. :func:`find_files` is the one rule by which the verbs behind the tools
+(``gentool detect``, ``upscale``, ``translate``) pick the files of the folders they are given.
+No torch at import time.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ class Tool:
     options: type | None = None
     #: Set by the core: the plugin that registered the tool.
     plugin: str = ""
+    #: The model whose checkpoints the tool's ``checkpoint`` option names (``"srgan"`` for upscale):
+    #: ``gentool serve`` then looks a bare run name up among that model's runs, and finds the newest
+    #: run of it itself when no checkpoint is given (None: the tool's plugin does).
+    model: str | None = None
 
     def parse_options(self, values: Mapping[str, Any] | None) -> Any:
         """``values`` checked and typed into the options dataclass (a one-line ConfigError if bad)."""
@@ -90,6 +96,35 @@ def keep_loaded(path: str | Path, make: Callable[[str], Any], *key: Any) -> Any:
         return _LOADED[k]
 
 
+def hidden(name: str) -> bool:
+    """A hidden entry of a folder (``.name``: ``.DS_Store``, ``._photo.jpg``, ``.git/``), which folder
+    walks skip."""
+    return name.startswith(".")
+
+
+def find_files(items: "list[str | Path]", suffixes: "set[str] | frozenset[str]") -> list[Path]:
+    """The files a verb works on, one rule for every verb (``gentool detect``, ``upscale``,
+    ``translate``): a file named is always taken, whatever its name (the verb says if it cannot
+    read it); a folder named is searched recursively for files whose suffix is in ``suffixes``
+    (lower case, with the dot), hidden files and folders skipped and linked folders not entered,
+    in sorted order. Items keep their order."""
+    import os
+
+    found: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if not p.is_dir():
+            found.append(p)
+            continue
+        inner: list[Path] = []
+        for base, dirs, files in os.walk(p):  # followlinks=False: a linked folder is not entered
+            dirs[:] = [d for d in dirs if not hidden(d)]
+            inner += [Path(base) / f for f in files
+                      if not hidden(f) and Path(f).suffix.lower() in suffixes and (Path(base) / f).is_file()]
+        found += sorted(inner, key=lambda f: f.relative_to(p).parts)
+    return found
+
+
 def list_tools() -> dict[str, Tool]:
     """Every tool of every loaded plugin, by name (a name taken twice: the first plugin's; a plugin
     whose hook raises is noted in ``gentool plugins`` and skipped)."""
@@ -125,4 +160,4 @@ def get_tool(name: str) -> Tool:
     return known[name]
 
 
-__all__ = ["Tool", "ToolAnswer", "get_tool", "keep_loaded", "list_tools"]
+__all__ = ["Tool", "ToolAnswer", "find_files", "get_tool", "keep_loaded", "list_tools"]

@@ -43,6 +43,34 @@ def create_app(config: ServeConfig) -> "FastAPI":
     return build_app(config)
 
 
+def prepare(config: ServeConfig, *, runs_given: bool = True) -> None:
+    """Check what ``config`` names before the server starts, one line each: the runs folder (a folder
+    that exists and can be read; when ``runs_given`` is false, the default one may be missing: it is
+    then shown empty) and the ``--chat-model``, which is opened here (a file that is no chat model
+    is refused now, not at its first request) and kept loaded for the first request. Makes the runs
+    folder ``GENTOOL_RUNS`` for this process, as :func:`serve` does."""
+    runs = config.runs
+    flag = "--runs" if runs_given else "the runs folder (GENTOOL_RUNS or ./runs)"
+    if runs.exists() or runs_given:
+        if not runs.exists():
+            raise GentoolError(f"{flag} {runs} does not exist: name the folder gentool train writes runs into")
+        if not runs.is_dir():
+            raise GentoolError(f"{flag} {runs} is not a folder: name the folder gentool train writes runs into")
+        if not os.access(runs, os.R_OK | os.X_OK):
+            raise GentoolError(f"{flag} {runs} cannot be read (permission denied)")
+    os.environ["GENTOOL_RUNS"] = str(runs)
+    if config.chat_model is not None:
+        import gentool
+
+        if not config.chat_model.strip():
+            raise GentoolError("--chat-model is empty: name a checkpoint, a run, a transformers folder or a hub id")
+        try:
+            config.chat_backend = gentool.open_chat(config.chat_model, device=config.device)
+        except GentoolError as exc:
+            raise GentoolError(f"--chat-model {config.chat_model}: {exc}") from None
+    config.prepared = True
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``; one line when the address is taken or not ours."""
     try:
@@ -68,12 +96,14 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, *, soc
     """Serve ``config`` on ``host:port`` until interrupted (Ctrl-C, SIGTERM).
 
     The runs folder becomes ``GENTOOL_RUNS`` for this process, so plugins that look for their
-    newest run (the detector, the default chat model) look there too.
+    newest run (the detector, the default chat model) look there too. ``config`` is checked first
+    (:func:`prepare`) unless the caller did so.
     """
     require_extra()
     import uvicorn
 
-    os.environ["GENTOOL_RUNS"] = str(config.runs)
+    if not config.prepared:
+        prepare(config)
     app = create_app(config)
     sock = sock or bind(host, port)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, access_log=False, timeout_graceful_shutdown=5))
@@ -120,4 +150,4 @@ def start_background(config: ServeConfig, host: str = "127.0.0.1", port: int = 0
     return Background(server, thread, app, f"http://{host}:{sock.getsockname()[1]}")
 
 
-__all__ = ["INSTALL_HINT", "Background", "ServeConfig", "bind", "create_app", "serve", "start_background"]
+__all__ = ["INSTALL_HINT", "Background", "ServeConfig", "bind", "create_app", "prepare", "serve", "start_background"]

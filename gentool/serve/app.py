@@ -124,6 +124,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return "the request body must be a JSON object (Content-Type: application/json)", None
     msg = str(first.get("msg", "invalid value"))
     if first.get("type") == "missing":
+        if param is None:  # the whole body
+            return "the request body is missing: send a JSON object (Content-Type: application/json)", None
         return f"missing required field {param!r}", param
     got = first.get("input")
     shown = json.dumps(got)[:80] if isinstance(got, (int, float, str, bool, type(None))) else type(got).__name__
@@ -136,6 +138,13 @@ def build_app(config: ServeConfig) -> FastAPI:
 
     state = State(config=config, gate=Gate(queue_size=config.queue_size, max_models=config.max_models,
                                            workers=config.workers))
+    if config.chat_model and config.chat_backend is not None:  # opened by prepare(): the first request uses it
+        from gentool.serve.openai_api import chat_key
+
+        slot = state.gate.slot(chat_key(config.chat_model), lambda: gentool.open_chat(config.chat_model,
+                                                                                         device=config.device),
+                               label=f"model {config.chat_model}")
+        slot.obj, config.chat_backend = config.chat_backend, None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

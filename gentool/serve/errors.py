@@ -1,6 +1,7 @@
 """Errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}`` with its status codes.
 
-400 ``invalid_request_error`` for a bad field, 401 for a missing or wrong key, 404 for an unknown
+400 ``invalid_request_error`` for a bad field (``model_not_loadable``: a model whose file cannot be
+loaded), 401 for a missing or wrong key, 404 for an unknown
 model (or route), 413 for a body over the limit, 503 when a model's queue is full, 500 for a bug.
 """
 
@@ -33,6 +34,11 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 def not_found(message: str, param: str | None = "model", code: str = "model_not_found") -> APIError:
     return APIError(404, message, param=param, code=code)
+
+
+def not_loadable(what: str, exc: BaseException) -> APIError:
+    """A model whose file cannot be loaded (truncated, not a model): the loader's one line."""
+    return APIError(400, f"{what} cannot be loaded: {exc}", param="model", code="model_not_loadable")
 
 
 def busy(what: str) -> APIError:

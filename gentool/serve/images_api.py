@@ -21,6 +21,7 @@ import gentool
 from gentool.serve.errors import bad_request, not_found
 from gentool.serve.queue import GLOBAL_RNG
 from gentool.serve.runs_api import checkpoint_of, split_ref
+from gentool.serve.strict import check_json_options
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
@@ -29,7 +30,7 @@ class ImageRequest(BaseModel):
     """An image generation request (OpenAI's shape; ``prompt`` and ``size`` are accepted and ignored:
     gentool's image models are unconditional or class-conditional, at their trained size)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     model: str = Field(description="MODEL/RUN of an image model's run (GET /v1/models)")
     n: int = Field(1, ge=1, description="number of images (bounded by the server)")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="same seed, same images")
@@ -81,8 +82,9 @@ async def generations(req: ImageRequest, request: Request) -> dict[str, Any]:
         raise bad_request(f"{req.model} is a {spec.modality} model: use POST /v1/chat/completions",
                           param="model", code="model_not_image")
     path = checkpoint_of(cfg.runs, *pair, req.checkpoint).resolve()
-    from gentool.engine import verb_options
+    from gentool.engine import declared_options, verb_options
 
+    check_json_options(declared_options(spec, "sample"), req.options)  # JSON's own types: "yes" is no boolean
     try:  # bad options are the caller's: a 400 before the model is loaded or queued
         verb_options(spec, "sample", req.options)
     except gentool.GentoolError as exc:

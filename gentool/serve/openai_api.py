@@ -36,27 +36,29 @@ DEFAULT = "default"
 
 
 # -- request shapes (documented in /openapi.json; unknown fields ignored) ------------------------------
+# Strict: JSON's own types only (``true`` is no number, ``"yes"`` no boolean, ``1.5`` no integer); a
+# value of another type is a 400 naming the field, never silently converted.
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     type: Literal["text"] = "text"
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     role: Literal["system", "developer", "user", "assistant"]
     content: Union[str, list[TextPart], None] = ""
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     include_usage: bool = False
 
 
 class ChatRequest(BaseModel):
     """OpenAI's chat completion request, the fields a local model can honour (others are ignored)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
     model: str = Field(description="MODEL/RUN of the runs folder, the server's --chat-model, or 'default'")
     messages: list[ChatMessage] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2, description="0: greedy (default 1)")
@@ -105,15 +107,23 @@ def chat_ref(state: Any, model: str) -> str:
     return str(checkpoint_of(cfg.runs, *pair).resolve())
 
 
-def chat_slot(state: Any, model: str) -> Slot:
-    """The slot of the request's chat model (loaded on its first job; reloaded when its file changes)."""
+def chat_key(ref: str) -> tuple[str, str, float | None]:
+    """The gate's key of a chat model: its reference and, for a file, its version (mtime)."""
     from pathlib import Path
 
-    ref = chat_ref(state, model)
     path = Path(ref)
-    stamp = path.stat().st_mtime if path.is_file() else None
+    try:
+        stamp = path.stat().st_mtime if path.is_file() else None
+    except OSError:
+        stamp = None
+    return ("chat", ref, stamp)
+
+
+def chat_slot(state: Any, model: str) -> Slot:
+    """The slot of the request's chat model (loaded on its first job; reloaded when its file changes)."""
+    ref = chat_ref(state, model)
     device = state.config.device
-    return state.gate.slot(("chat", ref, stamp), lambda: gentool.open_chat(ref, device=device), label=f"model {model}")
+    return state.gate.slot(chat_key(ref), lambda: gentool.open_chat(ref, device=device), label=f"model {model}")
 
 
 def _messages(req: ChatRequest) -> list[dict[str, str]]:
@@ -207,6 +217,18 @@ def _error_of(exc: BaseException) -> APIError:
                     type="server_error")
 
 
+async def _next(events: asyncio.Queue, request: Request, cancel: threading.Event) -> tuple[str, Any]:
+    """The generation's next event; a client that hung up stops the generation (at its next token)
+    and ends the wait, so no request outlives its client."""
+    while True:
+        try:
+            return await asyncio.wait_for(events.get(), timeout=1.0)
+        except asyncio.TimeoutError:
+            if await request.is_disconnected():
+                cancel.set()
+                raise APIError(499, "the client closed the request", code="client_closed")
+
+
 def _usage(end: dict[str, Any]) -> dict[str, int]:
     p, c = end["prompt_tokens"], end["completion_tokens"]
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
@@ -226,8 +248,17 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
     def emit(event: tuple[str, Any]) -> None:
         loop.call_soon_threadsafe(events.put_nowait, event)
 
-    await state.gate.start(slot, lambda backend: _generate(backend, messages, settings, stops, emit, cancel))
-    kind, value = await events.get()  # the prompt was read: errors still get their status code
+    future = await state.gate.start(slot, lambda backend: _generate(backend, messages, settings, stops, emit, cancel))
+
+    def ended(f: "asyncio.Future[Any]") -> None:  # a job that never ran (cancelled at shutdown) still ends the wait
+        if f.cancelled():
+            events.put_nowait(("error", APIError(503, "the server is shutting down", type="server_error",
+                                                 code="shutting_down")))
+        elif f.exception() is not None:
+            events.put_nowait(("error", f.exception()))
+
+    future.add_done_callback(ended)
+    kind, value = await _next(events, request, cancel)  # the prompt was read: errors still get their status code
     if kind == "error":
         raise _error_of(value)
     ident, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
@@ -267,7 +298,7 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     pieces = []
     while True:
-        kind, value = await events.get()
+        kind, value = await _next(events, request, cancel)
         if kind == "text":
             pieces.append(value)
         elif kind == "error":

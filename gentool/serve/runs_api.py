@@ -24,12 +24,26 @@ GRID = re.compile(r"^epoch_\d{1,6}\.png$")
 MAX_STEP_POINTS = 2000
 
 
+def inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, every symbolic link on the way followed, lies in ``root``: the server reads
+    nothing a link in the runs folder points to outside it."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
+def file_in(root: Path, path: Path) -> bool:
+    """``path`` is a regular file (links followed) that lies in ``root``."""
+    return path.is_file() and inside(root, path)
+
+
 def run_dir(root: Path, model: str, run: str) -> Path:
     """``root/model/run`` for names that are plain names (no path tricks), or a 404."""
     if not NAME.match(model) or not NAME.match(run):
         raise not_found(f"no run {model}/{run}")
     path = root / model / run
-    if not path.is_dir():
+    if not path.is_dir() or not inside(root, path):
         raise not_found(f"no run {model}/{run} in {root}")
     return path
 
@@ -42,9 +56,27 @@ def checkpoint_of(root: Path, model: str, run: str, which: str | None = None) ->
     if names is None:
         raise APIError(400, f"checkpoint must be 'best' or 'last', not {which!r}", param="checkpoint")
     for name in names:
-        if (folder / name).is_file():
+        if file_in(root, folder / name):
             return folder / name
     raise not_found(f"run {model}/{run} has no {which or 'best or last'} checkpoint yet")
+
+
+def newest_checkpoint(root: Path, model: str) -> Path | None:
+    """The checkpoint of ``model``'s run in ``root`` written last (its best, else last), as
+    ``gentool`` picks one when none is named; runs and files that lead out of ``root`` are skipped."""
+    newest: tuple[float, Path] | None = None
+    base = root / model
+    if not NAME.match(model) or not base.is_dir() or not inside(root, base):
+        return None
+    for folder in base.iterdir():
+        if not (NAME.match(folder.name) and folder.is_dir() and inside(root, folder)):
+            continue
+        files = [folder / n for n in ("best.safetensors", "last.safetensors") if file_in(root, folder / n)]
+        if files:
+            stamp = (folder / "last.safetensors" if folder / "last.safetensors" in files else files[0]).stat().st_mtime
+            if newest is None or stamp > newest[0]:
+                newest = (stamp, files[0])
+    return newest[1] if newest else None
 
 
 def split_ref(ref: str) -> tuple[str, str] | None:
@@ -59,13 +91,13 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     out = []
     if not root.is_dir():
         return out
-    for mdir in sorted(p for p in root.iterdir() if p.is_dir() and NAME.match(p.name)):
+    for mdir in sorted(p for p in root.iterdir() if NAME.match(p.name) and p.is_dir() and inside(root, p)):
         spec = reg.models.get(mdir.name)
-        for rdir in sorted(p for p in mdir.iterdir() if p.is_dir() and NAME.match(p.name)):
-            checkpoints = [n for n in ("best", "last") if (rdir / f"{n}.safetensors").is_file()]
+        for rdir in sorted(p for p in mdir.iterdir() if NAME.match(p.name) and p.is_dir() and inside(root, p)):
+            checkpoints = [n for n in ("best", "last") if file_in(root, rdir / f"{n}.safetensors")]
             grids = _grids(rdir)
-            stamp = max((p.stat().st_mtime for p in (rdir / "metrics.jsonl", rdir / "last.safetensors") if p.exists()),
-                        default=rdir.stat().st_mtime)
+            stamp = max((p.stat().st_mtime for p in (rdir / "metrics.jsonl", rdir / "last.safetensors")
+                         if file_in(root, p)), default=rdir.stat().st_mtime)
             out.append({"id": f"{mdir.name}/{rdir.name}", "model": mdir.name, "run": rdir.name,
                         "modality": spec.modality if spec else None, "plugin": spec.plugin if spec else None,
                         "checkpoints": checkpoints, "grids": grids, "updated": stamp})
@@ -74,14 +106,14 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
 
 def _grids(folder: Path) -> list[str]:
     samples = folder / "samples"
-    if not samples.is_dir():
+    if not samples.is_dir() or not inside(folder, samples):
         return []
-    return sorted(p.name for p in samples.iterdir() if GRID.match(p.name))
+    return sorted(p.name for p in samples.iterdir() if GRID.match(p.name) and file_in(folder, p))
 
 
 def _config(folder: Path) -> dict[str, Any]:
     path = folder / "config.toml"
-    if not path.is_file():
+    if not file_in(folder, path):
         return {}
     try:
         import tomllib
@@ -97,6 +129,8 @@ def _records(folder: Path) -> list[dict[str, Any]]:
     """``metrics.jsonl`` (torn lines skipped), step records thinned to :data:`MAX_STEP_POINTS`."""
     from gentool.runs import Run
 
+    if not file_in(folder, folder / "metrics.jsonl"):
+        return []
     records = Run("", folder.name, folder).records()
     steps = [r for r in records if r.get("type") == "step"]
     if len(steps) > MAX_STEP_POINTS:
@@ -135,14 +169,14 @@ async def run_detail(model: str, run: str, request: Request) -> dict[str, Any]:
     root = request.app.state.gentool.config.runs
     folder = run_dir(root, model, run)
     evaluation = None
-    if (folder / "eval.json").is_file():
+    if file_in(folder, folder / "eval.json"):
         try:
             evaluation = json.loads((folder / "eval.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             evaluation = None
     return {"id": f"{model}/{run}", "model": model, "run": run, "config": _config(folder),
             "metrics": _records(folder), "grids": _grids(folder), "eval": evaluation,
-            "checkpoints": [n for n in ("best", "last") if (folder / f"{n}.safetensors").is_file()]}
+            "checkpoints": [n for n in ("best", "last") if file_in(root, folder / f"{n}.safetensors")]}
 
 
 @router.get("/runs/{model}/{run}/grids/{name}", summary="One per-epoch sample grid (PNG)",
@@ -150,7 +184,7 @@ async def run_detail(model: str, run: str, request: Request) -> dict[str, Any]:
 async def grid(model: str, run: str, name: str, request: Request) -> FileResponse:
     folder = run_dir(request.app.state.gentool.config.runs, model, run)
     path = folder / "samples" / name
-    if not GRID.match(name) or not path.is_file():
+    if not GRID.match(name) or not file_in(folder, path):
         raise not_found(f"no grid {name} in {model}/{run}", param=None, code="not_found")
     return FileResponse(path, media_type="image/png")
 
@@ -175,4 +209,5 @@ async def info(request: Request) -> dict[str, Any]:
     return {"gentool": gentool.__version__, "runs_dir": str(c.runs), "chat_model": c.chat_model,
             "tools": sorted(list_tools()),
             "limits": {"max_tokens": c.max_tokens, "max_images": c.max_images, "max_body": c.max_body,
-                       "max_upload": c.max_upload, "max_files": c.max_files, "queue_size": c.queue_size}}
+                       "max_upload": c.max_upload, "max_files": c.max_files, "max_pixels": c.max_pixels,
+                       "queue_size": c.queue_size}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -36,6 +37,14 @@ class ServeConfig:
     max_images: int = 64
     #: Most files in one tool request.
     max_files: int = 32
+    #: Most image pixels in one tool request, all files together (a tool's time and memory grow with
+    #: them, and requests for the same tool wait behind it): 4,194,304 is one 2048 x 2048 image.
+    max_pixels: int = 1 << 22
+
+    #: Set by :func:`gentool.serve.prepare`: the ``chat_model`` opened at start (kept for the first request).
+    chat_backend: Any = field(default=None, repr=False, compare=False)
+    #: Set by :func:`gentool.serve.prepare` once the settings were checked.
+    prepared: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.runs = Path(self.runs)

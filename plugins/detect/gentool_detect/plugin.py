@@ -39,7 +39,7 @@ def _run_detect_tool(files, options):
 @hookimpl
 def gentool_register_tools(register):
     register(Tool("detect", "Probability that each image is generated (and a heatmap of why)",
-                  run=_run_detect_tool, options=DetectToolOptions))
+                  run=_run_detect_tool, options=DetectToolOptions, model="detector"))
 
 
 @hookimpl

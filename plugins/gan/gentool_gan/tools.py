@@ -84,7 +84,7 @@ def run_translate(files: list[tuple[str, bytes]], options: TranslateToolOptions)
 
 TOOLS = [
     gentool.Tool("upscale", "super-resolution with an srgan model (any size, tiled)", run=run_upscale,
-                 options=UpscaleToolOptions),
+                 options=UpscaleToolOptions, model="srgan"),
     gentool.Tool("translate", "unpaired image-to-image translation with a cyclegan model", run=run_translate,
-                 options=TranslateToolOptions),
+                 options=TranslateToolOptions, model="cyclegan"),
 ]
