@@ -115,9 +115,16 @@ def open_chat(ref: str | None = None, device: str = "auto") -> ChatBackend:
     file, a run folder or name, ``hf://owner/name``, or what a plugin knows (a transformers model
     folder or hub id). ``device``: ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
     """
+    import os
+
     from gentool.devices import pick_device
     from gentool.plugins import get_registry
 
+    if ref is not None and (not isinstance(ref, (str, os.PathLike)) or not str(ref).strip()):
+        raise GentoolError(f"the chat model must be a non-empty string or path (or None), got {type(ref).__name__} "
+                           f"{ref!r}"[:160])
+    if not isinstance(device, str):
+        raise GentoolError(f"device must be a string (auto, cpu, cuda, cuda:N, mps), got {type(device).__name__}")
     reg = get_registry()
     if not reg.pm.hook.gentool_open_chat.get_hookimpls():
         raise GentoolError(NO_CHAT_PLUGIN)

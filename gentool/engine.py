@@ -123,7 +123,7 @@ class Samples:
         """
         from gentool.sampling import SampleWriter, write_error
 
-        out = Path(out)
+        out = _path_arg("out", out)
         writer = SampleWriter(out, as_dataset=as_dataset, class_names=self.class_names)
         try:
             writer.add(self.images, self.labels, self.texts, self.nrow)
@@ -135,6 +135,56 @@ class Samples:
 def _check_n(n: Any) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"the number of samples must be a positive integer, got {n!r}")
+
+
+# -- arguments of the Python API: a wrong type is a one-line ConfigError, never a TypeError from deep inside
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:40] + '...'}"
+
+
+def _name_arg(what: str, value: Any, *, optional: bool = False) -> str | None:
+    """A name (a model's, a run's, a device's): a non-empty string."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{what} must be a non-empty string, got {_shown(value)}")
+    return value
+
+
+def _path_arg(what: str, value: Any, *, optional: bool = False) -> Path | None:
+    """A file or folder: a string or an ``os.PathLike``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise ConfigError(f"{what} must be a path (a string or pathlib.Path), got {_shown(value)}")
+    if not str(value).strip():
+        raise ConfigError(f"{what} is empty")
+    return Path(value)
+
+
+def _mapping_arg(what: str, value: Any) -> Mapping[str, Any]:
+    """Options as a mapping (None: none)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{what} must be a dict of option name to value, got {_shown(value)}")
+    return value
+
+
+def _seed_arg(seed: Any) -> int:
+    """A seed: a whole number in 0 .. 2**63-1, as ``--seed`` takes it."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"seed must be a whole number in 0 .. 2**63-1, got {_shown(seed)}")
+    return seed
+
+
+def _ref_arg(ref: Any) -> str | os.PathLike | None:
+    """A checkpoint reference: None, a string (file, folder, run, MODEL/RUN, hf://) or a path."""
+    if ref is None:
+        return None
+    _path_arg("the checkpoint (a file, a run folder, MODEL/RUN or hf://owner/name)", ref)
+    return ref
 
 
 @dataclass
@@ -168,6 +218,8 @@ def resolve_checkpoint(model: str | None, ref: str | os.PathLike | None) -> Path
     """
     from gentool import runs
 
+    ref = _ref_arg(ref)
+    model = _name_arg("model", model, optional=True)
     if ref is not None and str(ref).startswith("hf://"):
         from gentool.hub import pull
 
@@ -192,6 +244,7 @@ def load(ref: str | os.PathLike | None = None, *, model: str | None = None, devi
     from gentool.checkpoint import load_checkpoint
     from gentool.devices import pick_device
 
+    device = _name_arg("device", device)
     path = resolve_checkpoint(model, ref)
     ckpt = load_checkpoint(path, model=model)
     spec = _registry().model(ckpt.model)
@@ -227,13 +280,20 @@ class Model:
         from gentool.training import seed_everything
 
         _check_n(n)
-        opts = verb_options(self.spec, "sample", {**(options or {}), **model_options})
+        seed = _seed_arg(seed)
+        opts = verb_options(self.spec, "sample", {**_mapping_arg("options", options), **model_options})
         self._check_fits_in_memory(n)
-        out_dir = Path(out) if out is not None else Path("samples") / self.name
+        out_dir = _path_arg("out", out) if out is not None else Path("samples") / self.name
         generator = torch.Generator(device="cpu").manual_seed(seed)
         with _caller_state_kept(), reporting(quiet=quiet) as report, torch.no_grad():
             seed_everything(seed)  # for plugins that draw from the global streams too
-            result = self._draw(n, 0, n, seed, generator, opts, out_dir)
+            try:
+                result = self._draw(n, 0, n, seed, generator, opts, out_dir)
+            except (MemoryError, RuntimeError) as exc:  # the allocator: more than the plan foresaw
+                if not _out_of_memory(exc):
+                    raise
+                raise DataError(f"{n:,} samples did not fit in memory ({_first_line(exc)}): draw fewer, or write "
+                                "them in chunks with Model.save_samples(n, out), what `gentool sample` does") from None
         return Samples(images=result.images, labels=result.labels, texts=result.texts, nrow=result.nrow,
                        files=list(result.files), class_names=self.checkpoint.data.get("class_names"),
                        checkpoint=self.path, warnings=list(report.warnings))
@@ -252,8 +312,9 @@ class Model:
         from gentool.training import seed_everything
 
         _check_n(n)
-        opts = verb_options(self.spec, "sample", {**(options or {}), **model_options})
-        out_dir = Path(out)
+        seed = _seed_arg(seed)
+        opts = verb_options(self.spec, "sample", {**_mapping_arg("options", options), **model_options})
+        out_dir = _path_arg("out", out)
         size = chunk_size(self.checkpoint.data.get("shape"), self.spec.modality)
         generator = torch.Generator(device="cpu").manual_seed(seed)
         with _caller_state_kept(), reporting(quiet=quiet) as report, torch.no_grad():
@@ -277,15 +338,21 @@ class Model:
 
     def _check_fits_in_memory(self, n: int) -> None:
         """Refuse an in-memory request whose images would not fit: the float tensor and a copy, with
-        as much again for everything else (so at most half the machine's memory)."""
-        from gentool.data.checks import check_memory
+        as much again for everything else (so at most half the machine's memory, or of the address
+        space a ``ulimit -v`` leaves this process)."""
+        from gentool.data.checks import check_memory, format_bytes
         from gentool.sampling import float_image_bytes
 
         shape = self.checkpoint.data.get("shape")
         if self.spec.modality == "image" and shape:
-            check_memory(4 * float_image_bytes(shape) * n,
-                         f"{n:,} samples of shape {list(shape)} in memory (write them in chunks with "
-                         f"Model.save_samples(n, out), what `gentool sample` does)")
+            need = 4 * float_image_bytes(shape) * n
+            what = (f"{n:,} samples of shape {list(shape)} in memory (write them in chunks with "
+                    f"Model.save_samples(n, out), what `gentool sample` does)")
+            check_memory(need, what)
+            left = _address_space_left()
+            if left is not None and need > left:
+                raise DataError(f"{what} would need {format_bytes(need)}; this process's address-space limit "
+                                f"(ulimit -v) leaves {format_bytes(max(left, 0))}")
 
     def discriminate(self, images: "torch.Tensor", labels: "torch.Tensor | None" = None, *,
                      batch_size: int = 256) -> "torch.Tensor":
@@ -297,9 +364,13 @@ class Model:
 
         from gentool.api import DiscriminateJob
 
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {_shown(batch_size)}")
         reg = _registry()
         missing = (f"{self.name} has no discriminator to score images with (plugin {self.spec.plugin!r} "
                    "implements no gentool_discriminate)")
+        if self.spec.modality != "image":  # before the images are looked at: that is not what is wrong
+            raise ConfigError(f"{self.name} has no discriminator: it is a {self.spec.modality} model, not a GAN")
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             raise ConfigError(f"discriminate takes a tensor [N, C, H, W], got {type(images).__name__}"
                               f"{list(images.shape) if isinstance(images, torch.Tensor) else ''}")
@@ -345,7 +416,11 @@ class Model:
         spec, ckpt = self.spec, self.checkpoint
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"n must be a positive integer, got {n!r}")
-        opts = verb_options(spec, "evaluate", {**(options or {}), **model_options})
+        seed = _seed_arg(seed)
+        data = None if data is None else str(_path_arg("data (a data set's name or a path)", data))
+        split = _name_arg("split", split, optional=True)
+        features = _name_arg("features", features, optional=True)
+        opts = verb_options(spec, "evaluate", {**_mapping_arg("options", options), **model_options})
         trained_on = ckpt.data.get("name") or spec.default_data
         data_ref = data or trained_on
         shape = ckpt.data.get("shape") or [None]
@@ -379,6 +454,37 @@ class Model:
                     warn(f"could not save {target} ({exc.strerror or exc}): the result is not kept")
         evaluation.warnings = list(report.warnings)
         return evaluation
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocator's refusal (CPU or GPU), not another error."""
+    import torch
+
+    if isinstance(exc, (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))):
+        return True
+    text = str(exc).lower()
+    return "alloc" in text and ("memory" in text or "can't allocate" in text)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
+
+
+def _address_space_left() -> int | None:
+    """Bytes of address space this process may still map under ``ulimit -v`` (RLIMIT_AS), or None
+    when there is no such limit (or it cannot be told)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft in (resource.RLIM_INFINITY, -1):
+            return None
+        with open("/proc/self/statm") as f:
+            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        return soft - mapped
+    except (ImportError, OSError, ValueError, AttributeError):
+        return None
 
 
 def _evaluation_data(ref: str, modality: str, split: str | None, image_size: int | None, reg: Any, *,
@@ -640,9 +746,15 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
     from gentool.runs import resolve_run
 
     reg = _registry()
-    spec = reg.model(model)
+    spec = reg.model(_name_arg("the model to train", model))
+    if config is not None and not isinstance(config, Mapping):
+        config = _path_arg("config (a TOML file, or a dict with [train] and [model] tables)", config)
     doc = dict(config) if isinstance(config, Mapping) else read_toml(config) if config is not None else {}
     train_doc, model_doc = split_config_doc(doc, spec)
+    name = _name_arg("name", name, optional=True)
+    if resume is not None and not isinstance(resume, bool):
+        resume = _path_arg("resume (a run's name or folder, or True for the newest)", resume)
+    options = _mapping_arg("options", options)
     flags = {k: v for k, v in dict(data=data, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                                    precision=precision, seed=seed, image_size=image_size, save_every=save_every,
                                    threads=threads).items() if v is not None}
