@@ -100,14 +100,18 @@ _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1
 _QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 _PRE_SPLITS: dict[str, list[str]] = {
-    **{name: [_LLAMA3_SPLIT] for name in ("llama3", "llama-v3", "llama-bpe", "falcon3", "dbrx", "smaug-bpe",
-                                           "pixtral")},
+    **{name: [_LLAMA3_SPLIT] for name in ("llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
+                                           "dbrx", "smaug-bpe")},
     **{name: [_QWEN2_SPLIT] for name in ("qwen2", "deepseek-r1-qwen", "stablelm2", "megrez")},
     # digits one by one, then GPT-2's split (SmolLM's tokenizer.json: Digits(individual) + ByteLevel)
     **{name: [r"\p{N}", _GPT2_SPLIT] for name in ("smollm", "starcoder", "refact", "command-r", "codeshell",
                                                   "exaone", "minerva-7b")},
     **{name: [_GPT2_SPLIT] for name in ("gpt-2", "gpt2", "mpt", "olmo", "jais", "default")},
 }
+
+# llama.cpp looks a whole pre-token up in the vocabulary before merging for these (Llama 3's
+# tokenizer.json says "ignore_merges": true)
+_IGNORE_MERGES = frozenset({"llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral"})
 
 # control tokens that end a turn in the chat formats of the families we read (llama.cpp's own list
 # of end-of-generation tokens is similar), besides the eos/eot/eom ids the metadata names
@@ -337,7 +341,7 @@ def _quant_summary(header: _Header, names: dict[int, str]) -> tuple[str, dict[st
                            if len(info.shape) > 1)
         top = (matrices or counts).most_common(1)
         text = top[0][0] if top else "none"
-        if len(matrices or counts) > 1:
+        if len(counts) > 1:  # as llama.cpp's MOSTLY_*: the matrices quantized, the norms kept in F32
             text += " (mostly)"
     return text, dict(counts.most_common()), file_type_name
 
@@ -729,8 +733,9 @@ def _tokenizer(path: Path, meta: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         if not isinstance(merges_text, list):
             raise CheckpointError(f"{path}: a gpt2 (byte-level BPE) tokenizer without tokenizer.ggml.merges")
         merges = [tuple(merge.split(" ", 1)) for merge in merges_text if " " in merge]
-        tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
         pre = meta.get("tokenizer.ggml.pre", "default")
+        tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False,
+                                         ignore_merges=pre in _IGNORE_MERGES))
         splits = _PRE_SPLITS.get(pre)
         if splits is None:  # unknown pre-tokenizer: GPT-2's split, the byte-level default
             tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)

@@ -66,12 +66,11 @@ def _gguf_name(hf_name: str) -> str:
     return f"blk.{layer}.{BLOCK_NAMES[part]}.{suffix}"
 
 
-def _tiny(kind: str, tied: bool = True, **extra):
+def _tiny(kind: str, tied: bool = True, vocab_size: int | None = None, **extra):
     """A small random transformers model: GQA (4 heads, 2 kv heads), rows a multiple of 32 for Q8_0."""
     import transformers
 
-    tokens, _ = _vocab()
-    common = dict(vocab_size=len(tokens), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+    common = dict(vocab_size=vocab_size or len(_vocab()[0]), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                   tie_word_embeddings=tied, bos_token_id=1, eos_token_id=2, **extra)
     torch.manual_seed(0)
@@ -90,10 +89,11 @@ def _tiny(kind: str, tied: bool = True, **extra):
 
 
 def _write(path: Path, model, arch: str, qtype: str = "F32", pre: str = "smollm", drop: tuple[str, ...] = (),
-           rope_freqs: np.ndarray | None = None) -> Path:
-    """Write `model` as llama.cpp's converter would: names, q/k permutation (llama), 1-D tensors F32."""
+           rope_freqs: np.ndarray | None = None, spm: dict | None = None, written: dict | None = None) -> Path:
+    """Write `model` as llama.cpp's converter would: names, q/k permutation (llama), 1-D tensors F32.
+    The tokenizer is the byte-level one of _vocab(), or the SentencePiece one `spm` describes."""
     config = model.config
-    tokens, types = _vocab()
+    tokens, types = _vocab() if spm is None else (spm["tokens"], spm["types"])
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name("tiny test model")
     writer.add_context_length(config.max_position_embeddings)
@@ -106,15 +106,25 @@ def _write(path: Path, model, arch: str, qtype: str = "F32", pre: str = "smollm"
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
     writer.add_vocab_size(len(tokens))
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if qtype == "F32" else gguf.LlamaFileType.MOSTLY_Q8_0)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre)
+    file_type = "ALL_F32" if qtype == "F32" else f"MOSTLY_{qtype}"
+    if file_type in gguf.LlamaFileType.__members__:  # Q3_K/Q4_K/Q5_K files say _S/_M/_L: left out here
+        writer.add_file_type(gguf.LlamaFileType[file_type])
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    writer.add_token_merges(MERGES)
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
-    writer.add_add_bos_token(False)
+    if spm is None:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(pre)
+        writer.add_token_merges(MERGES)
+        writer.add_add_bos_token(False)
+    else:
+        writer.add_tokenizer_model("llama")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_scores(spm["scores"])
+        writer.add_unk_token_id(0)
+        writer.add_add_bos_token(True)
+        writer.add_add_space_prefix(True)
     writer.add_chat_template(TEMPLATE)
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     for name, tensor in model.state_dict().items():
@@ -128,9 +138,12 @@ def _write(path: Path, model, arch: str, qtype: str = "F32", pre: str = "smollm"
         gguf_name = _gguf_name(name)
         if gguf_name in drop:
             continue
-        if qtype == "Q8_0" and data.ndim == 2:
-            quantized = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
-            writer.add_tensor(gguf_name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        if qtype != "F32" and data.ndim == 2:
+            kind = gguf.GGMLQuantizationType[qtype]
+            quantized = _encode(data, kind)
+            writer.add_tensor(gguf_name, quantized, raw_dtype=kind)
+            if written is not None:
+                written[gguf_name] = (quantized, kind)
         else:
             writer.add_tensor(gguf_name, np.ascontiguousarray(data, dtype=np.float32))
     if rope_freqs is not None:
@@ -140,6 +153,18 @@ def _write(path: Path, model, arch: str, qtype: str = "F32", pre: str = "smollm"
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def _encode(data: np.ndarray, kind) -> np.ndarray:
+    """The tensor in ggml type `kind`: gguf.quants.quantize where gguf-py can, and for the K-quants
+    (which it only decodes) random blocks whose every byte is below 0x3C, so that each float16 scale
+    in them is finite and small."""
+    try:
+        return gguf.quants.quantize(data, kind)
+    except NotImplementedError:
+        block, nbytes = gguf.GGML_QUANT_SIZES[kind]
+        rng = np.random.default_rng(abs(hash(kind.name)) % 1000)
+        return rng.integers(0, 0x3C, size=(data.shape[0], data.shape[1] // block * nbytes), dtype=np.uint8)
 
 
 def _expected_q8(tensor: torch.Tensor, name: str, arch: str, heads: int, kv_heads: int) -> torch.Tensor:
@@ -208,6 +233,35 @@ def test_tiny_round_trip(tmp_path, arch, tied, qtype):
         assert (ours - theirs).abs().max() < 0.1
 
 
+QTYPES = ["F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"]
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_quant_types(tmp_path, qtype):
+    """Every type gguf.quants decodes comes back as its decoded values, at the right place and shape
+    (qwen2: no permutation; rows of 256 values, the K-quants' block)."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.Qwen2Config(vocab_size=len(_vocab()[0]), hidden_size=256, intermediate_size=256,
+                                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=64, tie_word_embeddings=False)
+    model = transformers.Qwen2ForCausalLM(config).eval()
+    written: dict = {}
+    path = _write(tmp_path / f"{qtype}.gguf", model, "qwen2", qtype, pre="qwen2", written=written)
+    ckpt = read_gguf(path)
+    assert ckpt.quant == f"{qtype} (mostly)"
+    assert len(written) == 2 + 7
+    for gguf_name, (raw, kind) in written.items():
+        hf_name = next(n for n in model.state_dict() if _gguf_name(n) == gguf_name)
+        expected = torch.from_numpy(np.asarray(gguf.quants.dequantize(raw, kind), dtype=np.float32))
+        got = ckpt.tensors[hf_name]
+        assert got.shape == model.state_dict()[hf_name].shape, hf_name
+        assert torch.equal(got, expected.reshape(got.shape)), hf_name
+        assert ckpt.tensor_types[hf_name] == qtype
+    assert describe_gguf(path)["tensor_types"][qtype] == 9
+
+
 def test_bfloat16_dtype_and_tokenizer_bits(tmp_path):
     path = _write(tmp_path / "m.gguf", _tiny("llama"), "llama")
     ckpt = read_gguf(path, dtype=torch.bfloat16)
@@ -268,6 +322,44 @@ def test_llama3_rope_scaling_from_rope_freqs(tmp_path):
     ours_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](ours)
     theirs_freq, _ = ROPE_INIT_FUNCTIONS["llama3"](model.config)
     torch.testing.assert_close(ours_freq, theirs_freq, rtol=1e-4, atol=0)
+
+
+SPM_PIECES = ["\u2581", "t", "h", "e", "c", "a", "o", "g", "d", "s", "n", "i", "r", "w", "T", "\u2581t", "he",
+              "\u2581the", "\u2581c", "at", "\u2581cat", "\u2581a", "og", "\u2581d", "\u2581dog", "in", "\u2581in",
+              "er", "\u2581s", "\u2581\u2581", "\u2581\u2581\u2581\u2581", "\u2581T", "\u2581The"]
+
+
+def _spm_vocab() -> dict:
+    """A SentencePiece-style vocabulary as llama.cpp writes it: <unk> <s> </s>, 256 byte tokens, pieces
+    scored so that longer pieces merge later (their score is lower), like a real model's."""
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{byte:02X}>" for byte in range(256)] + SPM_PIECES
+    types = [2, 3, 3] + [6] * 256 + [1] * len(SPM_PIECES)
+    scores = [0.0, 0.0, 0.0] + [0.0] * 256 + [-float(i) for i in range(len(SPM_PIECES))]
+    return {"tokens": tokens, "types": types, "scores": scores}
+
+
+def test_sentencepiece_tokenizer_matches_transformers(tmp_path):
+    """tokenizer.ggml.model "llama": BPE with byte fallback, merges from the scores; same ids as
+    transformers' tokenizer built from the same file."""
+    import transformers
+
+    spm = _spm_vocab()
+    model = _tiny("llama", vocab_size=len(spm["tokens"]))
+    path = _write(tmp_path / "spm.gguf", model, "llama", spm=spm)
+    ours = read_gguf(path).tokenizer
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        theirs = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    for text in ["the cat", "The dog ate the cat", "in the    end", "naïve 日本 ✓", "x\ny", "the cat</s>", ""]:
+        assert ours.encode(text).ids == theirs.encode(text), text
+        assert ours.decode(ours.encode(text).ids) == text.replace("</s>", ""), text
+    assert ours.encode("the cat").tokens == ["<s>", "\u2581the", "\u2581cat"]
+    assert ours.encode("é").tokens == ["<s>", "\u2581", "<0xC3>", "<0xA9>"]
+    # Where transformers' GGUF tokenizer (Metaspace, prepend_scheme "first") differs, we do as llama.cpp
+    # and the Llama 2 tokenizer.json do: the space prefix always comes, also before a leading space
+    # and after a special token.
+    assert ours.encode("  two").tokens == ["<s>", "\u2581\u2581", "\u2581t", "w", "o"]
+    assert ours.encode("the</s>the").tokens == ["<s>", "\u2581the", "</s>", "\u2581the"]
 
 
 # --- errors a user can cause: one clear line naming the file
@@ -346,23 +438,34 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def smollm2(smollm2_gguf):
-    """(our checkpoint, transformers' tokenizer, transformers' state dict), read once for the module."""
+    """Our reading of the real file, once for the module."""
+    return read_gguf(smollm2_gguf)
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer(smollm2_gguf):
+    """transformers' tokenizer built from the same GGUF file."""
     import transformers
 
-    ckpt = read_gguf(smollm2_gguf)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.setenv("TRANSFORMERS_OFFLINE", "1")
-        tokenizer = transformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+        return transformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+
+
+@pytest.fixture(scope="module")
+def hf_state(smollm2_gguf):
+    """(state dict, config dict) of transformers' model loaded from the same GGUF file (about 30 s on a
+    2-core CPU: transformers parses the file twice), or a skip where transformers cannot load it."""
+    import transformers
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent,
                                                                       gguf_file=smollm2_gguf.name)
-            state = {name: tensor.detach() for name, tensor in model.state_dict().items()}
-            state["config"] = model.config.to_dict()
-            del model
         except (ImportError, ValueError) as error:  # transformers needs accelerate to load a GGUF model
-            state = f"transformers could not load the GGUF model: {error}"
-    return ckpt, tokenizer, state
+            pytest.skip(f"transformers could not load the GGUF model: {error}")
+    return {name: tensor.detach() for name, tensor in model.state_dict().items()}, model.config.to_dict()
 
 
 def test_smollm2_describe(smollm2_gguf):
@@ -374,8 +477,8 @@ def test_smollm2_describe(smollm2_gguf):
     assert info["parameters"] == 134_515_008 and info["tokenizer_pre"] == "smollm" and info["chat_template"]
 
 
-def test_smollm2_tokenizer_matches_transformers(smollm2):
-    ckpt, tokenizer, _ = smollm2
+def test_smollm2_tokenizer_matches_transformers(smollm2, hf_tokenizer):
+    ckpt, tokenizer = smollm2, hf_tokenizer
     rendered = tokenizer.apply_chat_template(
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2 = ?"},
          {"role": "assistant", "content": "4."}, {"role": "user", "content": "Und auf Deutsch? 🙂"}],
@@ -389,12 +492,9 @@ def test_smollm2_tokenizer_matches_transformers(smollm2):
     assert ckpt.tokenizer.token_to_id("<|im_end|>") == 2
 
 
-def test_smollm2_tensors_match_transformers(smollm2):
-    ckpt, _, state = smollm2
-    if isinstance(state, str):
-        pytest.skip(state)
+def test_smollm2_tensors_match_transformers(smollm2, hf_state):
+    ckpt, (state, config) = smollm2, hf_state
     assert ckpt.config["tie_word_embeddings"] is True
-    config = state.pop("config")
     assert set(ckpt.tensors) == set(state) - {"lm_head.weight"}
     for name, tensor in ckpt.tensors.items():
         assert torch.equal(tensor, state[name].float()), name
