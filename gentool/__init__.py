@@ -44,7 +44,7 @@ _EXPORTS: dict[str, str] = {
     # chat models and tools from plugins
     "open_chat": "gentool.chat", "ChatSettings": "gentool.chat", "ChatBackend": "gentool.chat",
     "Tool": "gentool.tools", "ToolAnswer": "gentool.tools", "list_tools": "gentool.tools",
-    "keep_loaded": "gentool.tools",
+    "keep_loaded": "gentool.tools", "find_files": "gentool.tools",
     # the training harness
     "Task": "gentool.training", "StepContext": "gentool.training", "TrainResult": "gentool.training",
     "fit": "gentool.training", "seed_everything": "gentool.training",
@@ -117,5 +117,5 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
                                  train_feature_classifier)
     from gentool.paths import cache_dir, runs_dir
     from gentool.report import GentoolWarning, say, warn
-    from gentool.tools import Tool, ToolAnswer, keep_loaded, list_tools
+    from gentool.tools import Tool, ToolAnswer, find_files, keep_loaded, list_tools
     from gentool.training import StepContext, Task, TrainResult, fit, seed_everything

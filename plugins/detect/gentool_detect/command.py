@@ -27,14 +27,19 @@ class NoDetector(gentool.GentoolError):
 
 def pick_scorer(checkpoint: str | None, model: str | None, discriminator: str | None):
     """The one detector the flags name (or the newest trained ``detector`` run)."""
-    given = [f for f, v in (("--checkpoint", checkpoint), ("--model", model), ("--discriminator", discriminator)) if v]
+    named = (("--checkpoint", checkpoint), ("--model", model), ("--discriminator", discriminator))
+    for flag, value in named:
+        if value is not None and not value.strip():  # not the default detector in disguise
+            raise gentool.ConfigError(f"{flag} is empty: name a detector, or leave the flag out for the newest "
+                                      "detector run")
+    given = [f for f, v in named if v is not None]
     if len(given) > 1:
         raise gentool.ConfigError(f"give one detector, not {' and '.join(given)}")
-    if model:
+    if model is not None:
         from gentool_detect.scorers import HFScorer
 
         return HFScorer(model)
-    if discriminator:
+    if discriminator is not None:
         from gentool_detect.scorers import DiscriminatorScorer
 
         return DiscriminatorScorer(discriminator)
@@ -49,6 +54,18 @@ def pick_scorer(checkpoint: str | None, model: str | None, discriminator: str | 
     return CheckpointScorer(Path(path))
 
 
+def unique_name(name: str, used: set[str]) -> str:
+    """``name``, or ``STEM_2.SUFFIX``, ``STEM_3.SUFFIX``... when an earlier file of this call had it,
+    so that no heatmap overwrites another (as ``gentool upscale`` and ``translate`` name results)."""
+    stem, dot, suffix = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+    out, k = name, 1
+    while out in used:
+        k += 1
+        out = f"{stem}_{k}{dot}{suffix}"
+    used.add(out)
+    return out
+
+
 def run_detect(files: list[str], checkpoint: str | None, as_json: bool, threshold: float, explain: str | None,
                discriminator: str | None, model: str | None) -> int:
     """Score ``files``; print one line (or JSON object) per file; return the exit code."""
@@ -61,6 +78,7 @@ def run_detect(files: list[str], checkpoint: str | None, as_json: bool, threshol
         raise gentool.DataError(f"no image files in {', '.join(files)}")
     scorer = pick_scorer(checkpoint, model, discriminator)
     failed = 0
+    heatmaps: set[str] = set()  # two files of one name from different folders get two heatmaps
     for path in paths:
         try:
             img = open_image(path)
@@ -77,7 +95,7 @@ def run_detect(files: list[str], checkpoint: str | None, as_json: bool, threshol
         if explain:
             from gentool_detect.explain import write
 
-            heat = write(scorer, img, Path(explain), path.name)
+            heat = write(scorer, img, Path(explain), unique_name(path.name, heatmaps))
         if as_json:
             doc = {"file": str(path), "probability": round(s.probability, 6), "verdict": verdict,
                    "threshold": threshold, "detector": scorer.name, "tiles": s.tiles,

@@ -83,13 +83,6 @@ def to_tensor(img: Image.Image, channels: int, as_float: bool = True):  # -> tor
 
 
 def collect(paths: list[str]) -> list[Path]:
-    """Files to score: each named file as it is; folders recursed for image files (hidden skipped)."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
-            out.extend(found)
-        else:
-            out.append(p)
-    return out
+    """Files to score (``gentool.find_files``, the rule every verb's folder walk keeps): each named
+    file as it is; folders searched recursively for image files, hidden files and folders skipped."""
+    return gentool.find_files(paths, IMAGE_EXTENSIONS)

@@ -50,15 +50,11 @@ def upscale_tiled(g: torch.nn.Module, lr: torch.Tensor, scale: int, tile: int, m
 
 
 def find_images(items: list[str]) -> list[Path]:
-    """The files named, and the image files under the folders named (sorted), in order."""
-    found: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            found.append(p)
-    return found
+    """The files named, and the image files under the folders named (sorted, hidden files and folders
+    skipped), in order: ``gentool.find_files``, the rule every verb's folder walk keeps."""
+    import gentool
+
+    return gentool.find_files(items, IMAGE_SUFFIXES)
 
 
 def read_image(source: Path | bytes, channels: int, scale: int) -> tuple[torch.Tensor, Any]:
