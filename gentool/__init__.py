@@ -60,7 +60,8 @@ _EXPORTS: dict[str, str] = {
     "config_from_dict": "gentool.config", "config_to_dict": "gentool.config", "build_config": "gentool.config",
     "flag_value": "gentool.config",
     # devices, processes, places
-    "pick_device": "gentool.devices", "autocast": "gentool.devices", "launched_world": "gentool.distributed",
+    "pick_device": "gentool.devices", "autocast": "gentool.devices", "cpu_bf16_support": "gentool.devices",
+    "launched_world": "gentool.distributed",
     "cache_dir": "gentool.paths", "runs_dir": "gentool.paths", "extractors_dir": "gentool.paths",
     # pictures
     "make_grid": "gentool.images", "save_grid": "gentool.images", "save_images": "gentool.images",

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 Message = Mapping[str, str]
 #: Largest seed a torch generator takes (``manual_seed`` wants a 64-bit integer).
 MAX_SEED = 2**63 - 1
+#: Weight formats a chat model may be loaded in (``auto``: the fastest this machine has, measured).
+QUANTIZE = ("auto", "none", "bf16", "int8", "int4")
 NO_CHAT_PLUGIN = ("no plugin opens chat models: install one that does (the gpt plugin: "
                   "pip install -e plugins/gpt)")
 
@@ -108,12 +110,15 @@ class ChatBackend(Protocol):
         ...
 
 
-def open_chat(ref: str | None = None, device: str = "auto") -> ChatBackend:
+def open_chat(ref: str | None = None, device: str = "auto", *, quantize: str = "auto",
+              context: int | None = None) -> ChatBackend:
     """A chat backend for ``ref``, opened by the first plugin that serves it (``gentool_open_chat``).
 
     ``ref``: None (the plugin's default, the newest gpt run for the gpt plugin), a checkpoint
     file, a run folder or name, ``hf://owner/name``, or what a plugin knows (a transformers model
-    folder or hub id). ``device``: ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
+    folder or hub id, a ``.gguf`` file). ``device``: ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda``,
+    ``cuda:N``, ``mps``. ``quantize`` (``auto|none|bf16|int8|int4``) and ``context`` (most positions
+    kept in view) reach plugins that load pretrained models; others ignore them.
     """
     import os
 
@@ -128,10 +133,16 @@ def open_chat(ref: str | None = None, device: str = "auto") -> ChatBackend:
     reg = get_registry()
     if not reg.pm.hook.gentool_open_chat.get_hookimpls():
         raise GentoolError(NO_CHAT_PLUGIN)
-    backend = reg.pm.hook.gentool_open_chat(ref=None if ref is None else str(ref), device=pick_device(device))
+    if quantize not in QUANTIZE:
+        raise GentoolError(f"quantize must be one of {', '.join(QUANTIZE)}, not {quantize!r}"[:160])
+    if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 2):
+        raise GentoolError(f"context must be a whole number of at least 2 (or None), not {context!r}"[:160])
+    options = {"quantize": quantize, "context": context}
+    backend = reg.pm.hook.gentool_open_chat(ref=None if ref is None else str(ref), device=pick_device(device),
+                                            options=options)
     if backend is None:
         raise GentoolError(f"no installed plugin opens {ref!r} as a chat model" if ref is not None else NO_CHAT_PLUGIN)
     return backend
 
 
-__all__ = ["ChatBackend", "ChatSettings", "MAX_SEED", "Message", "open_chat"]
+__all__ = ["ChatBackend", "ChatSettings", "MAX_SEED", "Message", "QUANTIZE", "open_chat"]

@@ -30,7 +30,7 @@ Hooks marked *firstresult* stop at the first non-``None`` answer.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import pluggy
 
@@ -141,11 +141,14 @@ def gentool_discriminate(model: str, job: "DiscriminateJob") -> "torch.Tensor | 
 
 
 @hookspec(firstresult=True)
-def gentool_open_chat(ref: "str | None", device: "torch.device") -> "ChatBackend | None":
+def gentool_open_chat(ref: "str | None", device: "torch.device", options: "Mapping[str, Any]") -> "ChatBackend | None":
     """Open the chat model ``ref`` on ``device`` and return a backend (firstresult; optional).
 
-    ``ref`` is what the user named (a checkpoint, a run, a model folder, a hub id) or None for the
-    plugin's default. Return None for a ``ref`` this plugin does not serve; raise
+    ``ref`` is what the user named (a checkpoint, a run, a model folder, a hub id, a ``.gguf``
+    file) or None for the plugin's default. ``options`` holds how to load it, as the user gave it
+    (``quantize``: ``auto|none|bf16|int8|int4``; ``context``: the most positions to keep, an int):
+    a plugin ignores the keys it does not know, and may leave ``options`` out of its signature
+    (added in gentool 0.2; older plugins keep working). Return None for a ``ref`` this plugin does not serve; raise
     :class:`gentool.errors.GentoolError` (one line) for one it serves but cannot open. The backend
     keeps :class:`gentool.chat.ChatBackend`:
 

@@ -306,11 +306,15 @@ class HFBackend(Backend):
 
 # -- choosing -----------------------------------------------------------------------------------
 def _is_gentool_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a gentool checkpoint; a damaged ``.safetensors`` file (truncated, a bad
+    header) raises its own CheckpointError: that, not "not a gentool checkpoint", is what is wrong."""
     from gentool import read_header
 
     try:
         meta = read_header(path).get("__metadata__") or {}
     except CheckpointError:
+        if path.suffix == ".safetensors":
+            raise
         return False
     return "gentool" in meta
 
@@ -345,15 +349,64 @@ def resolve_model(ref: str | None) -> tuple[str, str]:
         raise GentoolError(f"{path} holds neither a gentool checkpoint nor a transformers model (config.json)")
     if (runs_dir() / MODEL / ref).is_dir():
         return "gpt", str(resolve_checkpoint(MODEL, ref))
+    head, _, run = ref.partition("/")
+    if head == MODEL and run and (runs_dir() / MODEL / run).is_dir():  # MODEL/RUN, as gentool sample takes it
+        return "gpt", str(resolve_checkpoint(MODEL, run))
     if ref.count("/") == 1 and not ref.startswith((".", "/", "~")):
         return "hf", ref
     raise GentoolError(f"--model {ref!r}: not a file, a folder, a run of gpt in {runs_dir() / MODEL}, "
                        "nor a hub id (owner/name)")
 
 
-def open_backend(ref: str | None, device: "torch.device | str" = "cpu") -> Backend:
-    """The backend for ``--model ref`` (see the module docstring for the rules)."""
+def open_backend(ref: str | None, device: "torch.device | str" = "cpu", *, quantize: str = "auto",
+                 context: int | None = None) -> Backend:
+    """The backend for ``--model ref`` (see the module docstring for the rules).
+
+    A ``.gguf`` file, and a Hugging Face folder or hub id of an architecture gentool maps onto its
+    own network (:data:`gentool_gpt.pretrained.ARCHITECTURES`), open as a
+    :class:`~gentool_gpt.pretrained_chat.PretrainedBackend`: our decoder, with ``quantize``
+    (auto|none|bf16|int8|int4) and at most ``context`` positions. Other architectures go to
+    transformers (:class:`HFBackend`).
+    """
+    from gentool_gpt.pretrained import is_gguf
+
+    if ref is not None and not ref.startswith("hf://") and is_gguf(Path(ref).expanduser()):
+        return _pretrained(ref, device, quantize, context)
     kind, where = resolve_model(ref)
     if kind == "gpt":
         return GPTBackend(where, device)
-    return HFBackend(where, device)
+    folder = _hf_folder(where)
+    if folder is not None and _decodes_itself(folder):
+        return _pretrained(str(folder) if where.count("/") != 1 or Path(where).exists() else where,
+                           device, quantize, context)
+    return HFBackend(str(folder) if folder is not None else where, device)
+
+
+def _pretrained(ref: str, device: "torch.device | str", quantize: str, context: int | None) -> Backend:
+    from gentool_gpt.pretrained_chat import PretrainedBackend
+
+    return PretrainedBackend(ref, device, quantize=quantize, context=context)
+
+
+def _hf_folder(where: str) -> Path | None:
+    """The local folder of a transformers model named by ``where`` (a folder, or a hub id found in
+    the cache or downloaded), or None where transformers is to look it up itself."""
+    path = Path(where).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from gentool_gpt.pretrained import hub_folder
+
+        return hub_folder(where)
+    except GentoolError:
+        return None  # HFBackend says why in its own words
+
+
+def _decodes_itself(folder: Path) -> bool:
+    """Whether gentool's own decoder runs the model in ``folder`` (its architecture and tokenizer)."""
+    from gentool_gpt.pretrained import architecture, read_hf_config
+
+    try:
+        return architecture(read_hf_config(folder)) is not None and (folder / "tokenizer.json").is_file()
+    except CheckpointError:
+        return False

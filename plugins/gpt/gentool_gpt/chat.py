@@ -68,18 +68,27 @@ def register(app: Any) -> None:
         seed: Optional[int] = typer.Option(None, "--seed", help="Random seed, 0..2**63-1 (same seed, same answers)."),
         message: Optional[str] = typer.Option(None, "-m", "--message", help="Answer this one message and exit."),
         device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
+        quantize: str = typer.Option(
+            "auto", "--quantize", help="Weights of a pretrained model (GGUF, Hugging Face): auto|none|bf16|int8|int4 "
+                                       "(auto: the fastest this machine has, measured once)."),
+        context: Optional[int] = typer.Option(
+            None, "--context", help="Most positions of a pretrained model kept in view (default: its own, at most 8192)."),
     ) -> None:
         """Chat with a gpt model (or any transformers causal LM): streaming, history, slash commands."""
         from gentool_gpt.backends import Settings
 
         settings = Settings(temperature=temperature, top_k=top_k, top_p=top_p, max_tokens=max_tokens,
                             seed=seed).check(flags=True)
-        code = run(model, settings, system=system, message=message, device=device)
+        if context is not None and context < 2:
+            raise GentoolError(f"--context must be at least 2, not {context}")
+        code = run(model, settings, system=system, message=message, device=device, quantize=quantize,
+                   context=context)
         raise typer.Exit(code)
 
 
 def run(model: str | None, settings: "Settings", *, system: str | None = None, message: str | None = None,
-        device: str = "auto", stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+        device: str = "auto", stdin: TextIO | None = None, stdout: TextIO | None = None,
+        quantize: str = "auto", context: int | None = None) -> int:
     """Open the backend and chat: one answer for ``message``, the steps of piped stdin, else interactively."""
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
@@ -97,7 +106,7 @@ def run(model: str | None, settings: "Settings", *, system: str | None = None, m
 
     from gentool_gpt.backends import open_backend
 
-    backend = open_backend(model, pick_device(device))
+    backend = open_backend(model, pick_device(device), quantize=quantize, context=context)
     session = ChatSession(backend, settings, system=system, out=stdout,
                           notes=stdout if interactive else sys.stderr)
     if not interactive:

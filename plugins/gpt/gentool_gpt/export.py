@@ -24,14 +24,17 @@ if TYPE_CHECKING:
 
 
 def llama_config(model: "GPT", tokenizer: "Tokenizer") -> dict[str, Any]:
-    """transformers' LlamaConfig fields for this network."""
+    """transformers' config fields for this network: ``LlamaForCausalLM``, or ``Qwen2ForCausalLM``
+    for a network with q/k/v biases (Llama's ``attention_bias`` would put one on o_proj too)."""
     c = model.cfg
+    arch, kind = ("Qwen2ForCausalLM", "qwen2") if c.qkv_bias else ("LlamaForCausalLM", "llama")
+    rope = {"rope_type": "default", "rope_theta": c.rope_theta, **(c.rope_scaling or {})}
     return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "architectures": [arch], "model_type": kind,
         "vocab_size": c.vocab_size, "hidden_size": c.n_embd, "intermediate_size": c.mlp_hidden,
-        "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head, "num_key_value_heads": c.n_head,
+        "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head, "num_key_value_heads": c.kv_heads,
         "head_dim": c.head_dim, "max_position_embeddings": c.block_size, "rms_norm_eps": c.norm_eps,
-        "rope_theta": c.rope_theta, "rope_parameters": {"rope_type": "default", "rope_theta": c.rope_theta},
+        "rope_theta": c.rope_theta, "rope_parameters": rope, "rope_scaling": c.rope_scaling,
         "hidden_act": "silu", "attention_bias": False, "mlp_bias": False, "attention_dropout": 0.0,
         "tie_word_embeddings": c.tie_embeddings, "initializer_range": 0.02, "use_cache": True,
         "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eot_id, "pad_token_id": tokenizer.pad_id,
@@ -42,12 +45,14 @@ def llama_config(model: "GPT", tokenizer: "Tokenizer") -> dict[str, Any]:
 def llama_state_dict(model: "GPT") -> dict[str, Any]:
     """Our weights under Llama's names: stacked q/k/v and gate/up matrices split in rows."""
     out: dict[str, Any] = {}
+    c = model.cfg
+    qkv_sizes = [c.n_head * c.head_dim, c.kv_heads * c.head_dim, c.kv_heads * c.head_dim]
     for k, v in model.state_dict().items():
         v = v.detach().float().cpu()
         if k.startswith("rotary."):
             continue
-        if k.endswith("self_attn.qkv_proj.weight"):
-            for name, part in zip(("q_proj", "k_proj", "v_proj"), v.chunk(3, dim=0)):
+        if ".self_attn.qkv_proj." in k:  # weight and, for Qwen2, bias
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), v.split(qkv_sizes, dim=0)):
                 out[k.replace("qkv_proj", name)] = part.contiguous()
         elif k.endswith("mlp.gate_up_proj.weight"):
             for name, part in zip(("gate_proj", "up_proj"), v.chunk(2, dim=0)):

@@ -105,8 +105,9 @@ def generate(
 
 
 def _decode(model, ids, max_new_tokens, temperature, top_k, top_p, generator, stop_ids) -> Iterator[int]:
-    was_training = model.training
-    model.eval()
+    was_training = getattr(model, "training", False)
+    if was_training:
+        model.eval()
     try:
         yield from _decode_eval(model, ids, max_new_tokens, temperature, top_k, top_p, generator, stop_ids)
     finally:
@@ -116,16 +117,30 @@ def _decode(model, ids, max_new_tokens, temperature, top_k, top_p, generator, st
 
 @torch.inference_mode()
 def _decode_eval(model, ids, max_new_tokens, temperature, top_k, top_p, generator, stop_ids) -> Iterator[int]:
+    from gentool_gpt.decoder import Decoder
+
     block = int(model.block_size)
     keep = max(1, min(block - 1, int(block * KEEP_FRACTION)))
-    device = next(model.parameters()).device
-    cache = model.new_cache(1, block)
-    fast = _FastStep.build(model, cache)
-    step_in = torch.empty((1, 1), dtype=torch.long, device=device)
+    # our GPT decodes through a Decoder (few operations a step, maybe quantized weights); a
+    # caller may pass one it built (and keeps: its weights are reused across answers)
+    decoder = model if isinstance(model, Decoder) else Decoder.build(model, block)
+    if decoder is not None:
+        prefill, step = decoder.prefill, decoder.step
+    else:
+        device = next(model.parameters()).device
+        cache = model.new_cache(1, block)
+        step_in = torch.empty((1, 1), dtype=torch.long, device=device)
 
-    def prefill(tokens: list[int]) -> torch.Tensor:
-        cache.reset()
-        return model(torch.tensor([tokens], dtype=torch.long, device=device), cache)[0, -1]
+        def prefill(tokens: list[int]) -> torch.Tensor:
+            cache.reset()
+            return model(torch.tensor([tokens], dtype=torch.long, device=device), cache)[0, -1]
+
+        def step(tok: int) -> torch.Tensor:
+            step_in.fill_(tok)
+            return model(step_in, cache)[0, -1]
+
+    def length() -> int:
+        return decoder.length if decoder is not None else cache.length
 
     logits = prefill(ids[-block:])
     greedy = temperature <= 0.0
@@ -140,93 +155,10 @@ def _decode_eval(model, ids, max_new_tokens, temperature, top_k, top_p, generato
         if produced + 1 == max_new_tokens:
             return
         ids.append(tok)
-        if cache.length >= block:  # full: rebuild the cache from the newest `keep` tokens
+        if length() >= block:  # full: rebuild the cache from the newest `keep` tokens
             logits = prefill(ids[-keep:])
-        elif fast is not None:
-            logits = fast(tok)
         else:
-            step_in.fill_(tok)
-            logits = model(step_in, cache)[0, -1]
-
-
-class _FastStep:
-    """One decoding step of our :class:`~gentool_gpt.model.GPT` (batch 1, one token) in few tensor
-    operations, for speed: at this size a step costs the number of operations, not arithmetic.
-
-    The same computation as the model's forward with a cache, regrouped: q, k and v (and q and k
-    with their halves swapped, for the rotary positions) come from one matrix product per layer,
-    gate and up from one more; rotary positions are one multiply-add from precomputed tables. It
-    reads the model's weights and writes the same :class:`~gentool_gpt.model.KVCache` the model's
-    prefill filled. Used only for that exact class; anything else decodes through ``forward``.
-    """
-
-    def __init__(self, model, cache) -> None:
-        cfg = model.cfg
-        self.model, self.cache = model, cache
-        self.n_head, self.head_dim, self.eps = cfg.n_head, cfg.head_dim, cfg.norm_eps
-        C, H, D = cfg.n_embd, cfg.n_head, cfg.head_dim
-        self.C = C
-
-        def swapped(w: torch.Tensor) -> torch.Tensor:  # rows of rotate_half(w @ x): [-second half, first half]
-            w = w.view(H, D, -1)
-            return torch.cat([-w[:, D // 2:], w[:, :D // 2]], dim=1).reshape(H * D, -1)
-
-        self.layers = []
-        for layer in model.model.layers:
-            att, mlp = layer.self_attn, layer.mlp
-            wq, wk, wv = _split(att, "qkv_proj", ("q_proj", "k_proj", "v_proj"))
-            gate, up = _split(mlp, "gate_up_proj", ("gate_proj", "up_proj"))
-            qkv = torch.cat([wq, wk, swapped(wq), swapped(wk), wv], dim=0).contiguous()
-            gate_up = torch.cat([gate, up], dim=0).contiguous()
-            self.layers.append((layer.input_layernorm.weight, qkv, att.o_proj.weight,
-                                layer.post_attention_layernorm.weight, gate_up, mlp.down_proj.weight))
-        self.hidden = cfg.mlp_hidden
-        self.embed = model.model.embed_tokens.weight
-        self.norm_w = model.model.norm.weight
-        self.head = model.lm_head.weight
-        cos, sin = model.rotary(0, cache.max_len)  # [max_len, D]
-        self.cos = cos.to(self.embed.dtype).repeat(1, 2 * H).contiguous()  # q and k of every head
-        self.sin = sin.to(self.embed.dtype).repeat(1, 2 * H).contiguous()
-
-    @classmethod
-    def build(cls, model, cache) -> "_FastStep | None":
-        """The fast step for ``model``, or None to decode through its ``forward``."""
-        from gentool_gpt.model import GPT
-
-        if type(model) is not GPT or model.training or not hasattr(F, "rms_norm"):  # rms_norm: torch >= 2.4
-            return None
-        p = model.lm_head.weight
-        if p.device.type == "cpu" and p.dtype != torch.float32:  # the model attends in float32 there
-            return None
-        try:
-            return cls(model, cache)
-        except (AttributeError, RuntimeError):  # a layout this step does not know: use forward
-            return None
-
-    def __call__(self, tok: int) -> torch.Tensor:
-        cache, C, H, D, eps = self.cache, self.C, self.n_head, self.head_dim, self.eps
-        pos = cache.length
-        x = self.embed[tok].view(1, C)
-        cos, sin = self.cos[pos], self.sin[pos]
-        for i, (n1, qkv_w, o_w, n2, gu_w, down_w) in enumerate(self.layers):
-            qkv = F.linear(F.rms_norm(x, (C,), n1, eps), qkv_w)
-            qk = qkv[:, :2 * C] * cos + qkv[:, 2 * C:4 * C] * sin
-            ck, cv = cache.k[i], cache.v[i]
-            ck[0, :, pos] = qk[0, C:].view(H, D)
-            cv[0, :, pos] = qkv[0, 4 * C:].view(H, D)
-            y = F.scaled_dot_product_attention(qk[:, :C].view(1, H, 1, D), ck[:1, :, :pos + 1], cv[:1, :, :pos + 1])
-            x = x + F.linear(y.view(1, C), o_w)
-            gu = F.linear(F.rms_norm(x, (C,), n2, eps), gu_w)
-            x = x + F.linear(F.silu(gu[:, :self.hidden]) * gu[:, self.hidden:], down_w)
-        cache.length = pos + 1
-        return F.linear(F.rms_norm(x, (C,), self.norm_w, eps), self.head)[0]
-
-
-def _split(module: torch.nn.Module, stacked: str, names: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
-    """The weights ``names`` of ``module``: separate linear layers, or one stacked layer's rows."""
-    if hasattr(module, stacked):
-        return tuple(getattr(module, stacked).weight.chunk(len(names), dim=0))
-    return tuple(getattr(module, n).weight for n in names)
+            logits = step(tok)
 
 
 class IncrementalDecoder:

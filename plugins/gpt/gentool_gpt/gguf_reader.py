@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gentool.errors import CheckpointError
+from gentool import CheckpointError
 
 __all__ = ["GGUFCheckpoint", "describe_gguf", "read_gguf", "is_gguf_file", "SUPPORTED_ARCHITECTURES"]
 

@@ -3,6 +3,11 @@
 token embedding -> n_layer x [RMSNorm -> causal self-attention with rotary positions -> residual;
 RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> lm_head (optionally tied to the embedding).
 
+The same class holds the pretrained Llama-family models gentool opens (:mod:`gentool_gpt.pretrained`):
+grouped-query attention (``n_kv_head`` key/value heads shared by ``n_head // n_kv_head`` query
+heads each: Llama 2 70B, Llama 3, Mistral, SmolLM2), q/k/v biases (Qwen2), a head size that is not
+``n_embd // n_head``, Llama 3's rope scaling, and the families' norm eps and rope theta.
+
 The module and parameter names follow transformers' ``LlamaForCausalLM`` (``model.layers.0.
 self_attn.o_proj.weight`` and so on), except that q/k/v and gate/up are stacked into one matrix
 each (fewer, larger matrix products: faster for small models on a CPU); :mod:`gentool_gpt.export`
@@ -40,14 +45,28 @@ class GPTConfig:
     norm_eps: float = 1e-5
     tie_embeddings: bool = True
     dropout: float = 0.0
+    #: Key/value heads (grouped-query attention); 0 means one per query head (plain multi-head).
+    n_kv_head: int = 0
+    #: Biases on the q, k and v projections (Qwen2); none elsewhere.
+    qkv_bias: bool = False
+    #: Size of one head; 0 means ``n_embd // n_head``.
+    head_size: int = 0
+    #: Llama 3's rope scaling (``{"rope_type": "llama3", "factor", "low_freq_factor",
+    #: "high_freq_factor", "original_max_position_embeddings"}``) or None.
+    rope_scaling: dict | None = None
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        return self.head_size or self.n_embd // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads (``n_kv_head``, or ``n_head`` where it is 0)."""
+        return self.n_kv_head or self.n_head
 
 
 class KVCache:
-    """Preallocated keys and values, per layer ``[B, n_head, max_len, head_dim]``.
+    """Preallocated keys and values, per layer ``[B, n_kv_head, max_len, head_dim]``.
 
     ``length`` is how many positions are filled; the model appends to it on every forward.
     """
@@ -65,12 +84,37 @@ class KVCache:
         self.length = 0
 
 
+def rope_frequencies(head_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
+    """The rotary angle per position of each pair of a head's dimensions ``[head_dim // 2]``.
+
+    ``scaling`` of type ``llama3`` (Llama 3.1 and later) slows the low frequencies by ``factor``,
+    keeps the high ones, and blends between ``low_freq_factor`` and ``high_freq_factor``
+    wavelengths (the published recipe; transformers computes the same).
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    if not scaling or scaling.get("rope_type", scaling.get("type")) in (None, "default"):
+        return inv_freq
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind != "llama3":
+        raise ValueError(f"rope scaling {kind!r} is not supported (llama3 is)")
+    factor = float(scaling["factor"])
+    low, high = float(scaling.get("low_freq_factor", 1.0)), float(scaling.get("high_freq_factor", 4.0))
+    old_len = float(scaling.get("original_max_position_embeddings", 8192))
+    wavelen = 2 * math.pi / inv_freq
+    low_wavelen, high_wavelen = old_len / low, old_len / high
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    middle = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(middle, blended, scaled)
+
+
 class RotaryEmbedding(nn.Module):
     """cos/sin tables for rotary positions ("rotate half" layout, as transformers' Llama)."""
 
-    def __init__(self, head_dim: int, theta: float, max_len: int):
+    def __init__(self, head_dim: int, theta: float, max_len: int, scaling: dict | None = None):
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        inv_freq = rope_frequencies(head_dim, theta, scaling)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.max_len = max_len
         cos, sin = self._table(torch.arange(max_len, dtype=torch.float32))
@@ -117,19 +161,26 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    """Causal multi-head self-attention with rotary positions (q, k, v, o projections, no bias)."""
+    """Causal self-attention with rotary positions: q, k, v, o projections (q/k/v biases where the
+    config says), ``n_kv_head`` key/value heads each shared by ``n_head // n_kv_head`` query heads."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         d, self.n_head, self.head_dim = cfg.n_embd, cfg.n_head, cfg.head_dim
-        self.qkv_proj = nn.Linear(d, 3 * d, bias=False)  # q, k and v stacked: one matrix product
-        self.o_proj = nn.Linear(d, d, bias=False)
+        self.n_kv_head = cfg.kv_heads
+        q_size, kv_size = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
+        self.sizes = (q_size, kv_size, kv_size)
+        self.qkv_proj = nn.Linear(d, sum(self.sizes), bias=cfg.qkv_bias)  # q, k and v stacked: one product
+        self.o_proj = nn.Linear(q_size, d, bias=False)
         self.dropout = cfg.dropout
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None,
                 layer: int) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv_proj(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv_proj(x).split(self.sizes, dim=-1)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         p = self.dropout if self.training else 0.0
         if x.device.type == "cpu" and q.dtype != torch.float32:
@@ -137,22 +188,28 @@ class Attention(nn.Module):
             # at these sizes: attend in float32 (also more exact), project back in x's dtype.
             q, k, v = q.float(), k.float(), v.float()
         if cache is None:
+            k, v = self._expand(k), self._expand(v)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, dropout_p=p)
         else:
             start = cache.length
             end = start + T
             cache.k[layer][:B, :, start:end] = k
             cache.v[layer][:B, :, start:end] = v
-            keys = cache.k[layer][:B, :, :end].to(q.dtype)
-            values = cache.v[layer][:B, :, :end].to(q.dtype)
+            keys = self._expand(cache.k[layer][:B, :, :end].to(q.dtype))
+            values = self._expand(cache.v[layer][:B, :, :end].to(q.dtype))
             if T == 1:
                 mask = None  # one new query sees every cached position
             else:  # query i sits at position start + i and sees keys 0 .. start + i
                 qpos = torch.arange(start, end, device=x.device)[:, None]
                 mask = torch.arange(end, device=x.device)[None, :] <= qpos
             y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=p)
-        y = y.transpose(1, 2).reshape(B, T, C).to(x.dtype)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim).to(x.dtype)
         return self.o_proj(y)
+
+    def _expand(self, kv: torch.Tensor) -> torch.Tensor:
+        """Key/value heads repeated for the query heads that share them ``[B, n_head, T, D]``."""
+        group = self.n_head // self.n_kv_head
+        return kv if group == 1 else kv.repeat_interleave(group, dim=1)
 
 
 class MLP(nn.Module):
@@ -203,7 +260,9 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.model = _Body(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        self.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.block_size)
+        if cfg.n_head % cfg.kv_heads:
+            raise ValueError(f"n_head {cfg.n_head} is not a multiple of n_kv_head {cfg.kv_heads}")
+        self.rotary = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, cfg.block_size, cfg.rope_scaling)
         self.drop = nn.Dropout(cfg.dropout)
         self.apply(self._init)
         for name, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
@@ -229,7 +288,7 @@ class GPT(nn.Module):
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
         """An empty :class:`KVCache` on the model's device and dtype."""
         p = self.lm_head.weight
-        return KVCache(self.cfg.n_layer, batch_size, self.cfg.n_head, max_len, self.cfg.head_dim, p.device, p.dtype)
+        return KVCache(self.cfg.n_layer, batch_size, self.cfg.kv_heads, max_len, self.cfg.head_dim, p.device, p.dtype)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits ``[B, T, vocab]`` for token ids ``idx`` ``[B, T]``.

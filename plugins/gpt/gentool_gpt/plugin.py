@@ -47,11 +47,12 @@ def gentool_register_commands(app):
 
 
 @hookimpl
-def gentool_open_chat(ref, device):
-    """``gentool.open_chat``: our checkpoints and runs, or any transformers causal LM."""
+def gentool_open_chat(ref, device, options):
+    """``gentool.open_chat``: our checkpoints and runs, pretrained Llama-family models (Hugging Face
+    folders, hub ids, GGUF files) through our decoder, or any other transformers causal LM."""
     from gentool_gpt.backends import open_backend
 
-    return open_backend(ref, device)
+    return open_backend(ref, device, quantize=options.get("quantize") or "auto", context=options.get("context"))
 
 
 @hookimpl

@@ -79,8 +79,7 @@ MESSAGES = [{"role": "system", "content": "be kind"}, {"role": "user", "content"
 
 
 def test_transformers_backend_matches_transformers_generate(llama_dir):
-    backend = open_backend(str(llama_dir), "cpu")
-    assert isinstance(backend, HFBackend)
+    backend = HFBackend(str(llama_dir), "cpu")  # open_backend gives a Llama folder to our decoder
     pieces = list(backend.chat_stream(MESSAGES, Settings(temperature=0.0, max_tokens=20)))
     assert len(pieces) > 1  # streamed
     want = reference_answer(llama_dir, MESSAGES, 20)
@@ -110,8 +109,10 @@ def test_gentool_serve_answers_with_a_local_transformers_model_as_transformers_d
     assert whole.usage.completion_tokens > 0 and whole.usage.prompt_tokens > 5
 
 
-def test_transformers_backend_cuts_an_overlong_conversation_and_says_how_much(llama_dir):
-    backend = open_backend(str(llama_dir), "cpu")
+@pytest.mark.parametrize("kind", ["transformers", "gentool"])
+def test_both_backends_cut_an_overlong_conversation_and_say_how_much(llama_dir, kind):
+    backend = HFBackend(str(llama_dir), "cpu") if kind == "transformers" else open_backend(str(llama_dir), "cpu")
+    assert type(backend).__name__ == ("HFBackend" if kind == "transformers" else "PretrainedBackend")
     msgs = [{"role": "user", "content": "hello world, how are you today? " * 30}]
     total = backend.count_tokens(msgs)
     assert total > backend.context_length == 128
@@ -155,7 +156,9 @@ def test_a_hub_id_not_in_the_cache_is_one_clear_error_offline(monkeypatch):
 def test_missing_transformers_is_a_one_line_error(llama_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
     with pytest.raises(GentoolError, match=r"pip install 'gentool-gpt\[hf\]'"):
-        open_backend(str(llama_dir), "cpu")
+        HFBackend(str(llama_dir), "cpu")
+    # a Llama folder needs no transformers at all: our decoder opens it
+    assert type(open_backend(str(llama_dir), "cpu")).__name__ == "PretrainedBackend"
 
 
 def test_our_backend_and_transformers_agree_on_an_exported_gpt(tmp_path):
@@ -183,7 +186,7 @@ def test_our_backend_and_transformers_agree_on_an_exported_gpt(tmp_path):
                                           "extra": checkpoint_meta(gcfg, tok, kind="sft")})
     export_hf(model, tok, tmp_path / "hf")
     ours = open_backend(str(ckpt), "cpu")
-    theirs = open_backend(str(tmp_path / "hf"), "cpu")
+    theirs = HFBackend(str(tmp_path / "hf"), "cpu")
     assert isinstance(ours, GPTBackend) and isinstance(theirs, HFBackend)
     msgs = [{"role": "user", "content": "hello there"}]
     assert ours.count_tokens(msgs) == theirs.count_tokens(msgs)

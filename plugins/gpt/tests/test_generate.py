@@ -52,9 +52,9 @@ def test_greedy_equals_a_plain_loop_within_the_block():
     want = reference_greedy(model, prompt, 25)
     assert got == want
     assert len(set(got)) > 3, "the test network should not be degenerate"
-    from gentool_gpt.generate import _FastStep
+    from gentool_gpt.decoder import Decoder
 
-    assert _FastStep.build(model, model.new_cache(1, 32)) is not None  # the fast step was the one tested
+    assert Decoder.build(model, 32) is not None  # the fast decoder was the one tested
 
 
 def test_greedy_equals_a_plain_loop_past_the_block():
