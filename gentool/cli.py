@@ -441,8 +441,8 @@ def serve(
     chat_model: Optional[str] = typer.Option(None, "--chat-model", help="A chat model besides the runs' (a checkpoint, a transformers folder or hub id)."),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
     queue: int = typer.Option(8, "--queue", min=0, help="Requests that may wait for a busy model; one more gets a 503."),
-    max_pixels: int = typer.Option(1 << 22, "--max-pixels", min=1,
-                                   help="Most image pixels in one tool request, all files together (default: one 2048x2048 image)."),
+    max_pixels: int = typer.Option(1 << 20, "--max-pixels", min=1,
+                                   help="Most image pixels in one tool request, all files together (default: one 1024x1024 image)."),
 ) -> None:
     """A local web page (runs, samples, tools, chat) and an OpenAI-compatible API."""
     from gentool.serve import LOOPBACK, ServeConfig, bind, prepare, require_extra

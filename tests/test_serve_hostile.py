@@ -242,7 +242,7 @@ def test_tool_checkpoint_is_looked_up_in_the_runs_folder_only(server):
 def test_tool_requests_are_bounded_in_pixels(server):
     url = server["url"]
     limits = httpx.get(url + "/api/info", headers=AUTH).json()["limits"]
-    assert limits["max_pixels"] == 1 << 22
+    assert limits["max_pixels"] == 1 << 20
     huge = _png(6000, 6000)  # the upload of the issue: 60 s and 1.87 GB in one upscale request
     for tool in ("upscale", "translate", "detect"):
         t = time.monotonic()
@@ -251,7 +251,7 @@ def test_tool_requests_are_bounded_in_pixels(server):
         assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_pixels", (tool, r.text)
         assert "huge.png" in r.json()["error"]["message"] and time.monotonic() - t < 10
     # the bound is on the request: several files that pass one by one are refused together
-    many = [("files", (f"{i}.png", _png(1500, 1500))) for i in range(2)]
+    many = [("files", (f"{i}.png", _png(800, 800))) for i in range(2)]
     r = httpx.post(url + "/v1/tools/detect", headers=AUTH, timeout=30, files=many, data={"options": "{}"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_pixels", r.text
     small = httpx.post(url + "/v1/tools/detect", headers=AUTH, timeout=60, files=[("files", ("s.png", _png(64, 64)))],
@@ -274,14 +274,17 @@ def test_serve_checks_its_settings_at_start(server):
         assert out.returncode != 0 and words in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
         if "--max-pixels" not in args:
             assert len(out.stderr.strip().splitlines()) == 1, out.stderr
-    # a good --chat-model is opened at start and listed
-    proc, url = _start(base, "--chat-model", str(base / "runs" / "gpt" / "tiny"))
+    # a good --chat-model is opened at start and listed; --max-pixels sets the tools' bound
+    proc, url = _start(base, "--chat-model", str(base / "runs" / "gpt" / "tiny"), "--max-pixels", "5000")
     try:
         ids = [m["id"] for m in httpx.get(url + "/v1/models").json()["data"]]
         assert str(base / "runs" / "gpt" / "tiny") in ids
         r = httpx.post(url + "/v1/chat/completions", timeout=60,
                        json={"model": "default", "messages": HELLO, "max_tokens": 2})
         assert r.status_code == 200, r.text
+        assert httpx.get(url + "/api/info").json()["limits"]["max_pixels"] == 5000
+        r = httpx.post(url + "/v1/tools/detect", timeout=30, files=[("files", ("a.png", _png(100, 100)))])
+        assert r.status_code == 413 and "5,000" in r.json()["error"]["message"], r.text
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)

@@ -38,8 +38,9 @@ class ServeConfig:
     #: Most files in one tool request.
     max_files: int = 32
     #: Most image pixels in one tool request, all files together (a tool's time and memory grow with
-    #: them, and requests for the same tool wait behind it): 4,194,304 is one 2048 x 2048 image.
-    max_pixels: int = 1 << 22
+    #: them, and requests for the same tool wait behind it): 1,048,576 is one 1024 x 1024 image,
+    #: about 20 s of a default x2 srgan on one CPU thread (``benchmarks/tool_cost.py``).
+    max_pixels: int = 1 << 20
 
     #: Set by :func:`gentool.serve.prepare`: the ``chat_model`` opened at start (kept for the first request).
     chat_backend: Any = field(default=None, repr=False, compare=False)
