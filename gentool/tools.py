@@ -66,6 +66,13 @@ class Tool:
 
     def __call__(self, files: list[tuple[str, bytes]], options: Mapping[str, Any] | None = None) -> list[ToolAnswer]:
         """Run the tool on ``files`` with ``options`` (a dict); check that the plugin kept the contract."""
+        if isinstance(files, (str, bytes)) or not isinstance(files, (list, tuple)) or not all(
+                isinstance(f, tuple) and len(f) == 2 and isinstance(f[0], str) and isinstance(f[1], bytes)
+                for f in files):
+            raise ConfigError(f"tool {self.name} takes files as a list of (filename, bytes) pairs, got "
+                              f"{type(files).__name__}")
+        if options is not None and not isinstance(options, Mapping):
+            raise ConfigError(f"tool {self.name} takes options as a dict, got {type(options).__name__}")
         answers = self.run(list(files), self.parse_options(options))
         if not isinstance(answers, list) or len(answers) != len(files) or not all(
                 isinstance(a, ToolAnswer) for a in answers):
@@ -110,6 +117,8 @@ def find_files(items: "list[str | Path]", suffixes: "set[str] | frozenset[str]")
     in sorted order. Items keep their order."""
     import os
 
+    if isinstance(items, (str, os.PathLike)):  # one file or folder, not its characters
+        items = [items]
     found: list[Path] = []
     for item in items:
         p = Path(item)

@@ -109,3 +109,13 @@ def test_the_allocators_refusal_is_one_line(toy_model, monkeypatch):
     with pytest.raises(gentool.DataError, match="did not fit in memory.*save_samples"):
         toy_model.sample(4)
 
+
+
+def test_a_tool_called_from_python_checks_its_arguments(tmp_path):
+    tool = gentool.Tool("echo", "answers each file", run=lambda files, _o: [gentool.ToolAnswer(f) for f, _ in files])
+    assert [a.file for a in tool([("a.png", b"x")])] == ["a.png"]
+    for files, options in ((5, None), ("a.png", None), ([("a.png", "text")], None), ([], 5)):
+        with pytest.raises(gentool.ConfigError):
+            tool(files, options)
+    (tmp_path / "one.png").write_bytes(b"x")
+    assert gentool.find_files(tmp_path, {".png"}) == gentool.find_files([str(tmp_path)], {".png"}) == [tmp_path / "one.png"]

@@ -170,6 +170,53 @@ def test_a_failing_chat_model_answers_at_once_while_others_keep_answering(server
         client(server).chat.completions.create(model="/etc/passwd", messages=HELLO, max_tokens=2)
 
 
+class _Slow:
+    """A chat backend that takes half a second a token (six at most) and counts them."""
+
+    context_length, stop_reason, last_tokens, cut_tokens = 100, "", 0, 0
+
+    def __init__(self) -> None:
+        self.produced = 0
+
+    def reseed(self, seed):
+        pass
+
+    def count_tokens(self, messages):
+        return 3
+
+    def describe(self):
+        return {}
+
+    def chat_stream(self, messages, settings):
+        for i in range(6):
+            time.sleep(0.5)
+            self.produced = self.last_tokens = i + 1
+            yield "x"
+        self.stop_reason = "max tokens"
+
+
+def test_a_client_that_hangs_up_stops_its_generation(tmp_path):
+    """A non-streamed answer whose client has gone is stopped at its next token: no request
+    outlives its client (the server in a thread, its chat model a slow stand-in)."""
+    from gentool.serve import ServeConfig, start_background
+    from gentool.serve.openai_api import chat_key
+
+    (tmp_path / "runs").mkdir()
+    with start_background(ServeConfig(runs=tmp_path / "runs", chat_model="slow", device="cpu")) as srv:
+        slow = _Slow()
+        srv.app.state.gentool.gate.slot(chat_key("slow"), lambda: slow, label="model slow").obj = slow
+        ask = {"model": "slow", "messages": HELLO}
+        whole = httpx.post(srv.url + "/v1/chat/completions", json=ask, timeout=30)
+        assert whole.status_code == 200 and whole.json()["choices"][0]["message"]["content"] == "xxxxxx"
+        slow.produced = 0
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(srv.url + "/v1/chat/completions", json=ask, timeout=1.2)
+        time.sleep(3.5)
+        assert slow.produced <= 4, slow.produced  # six when the generation outlives its client
+        again = httpx.post(srv.url + "/v1/chat/completions", json=ask, timeout=30)
+        assert again.status_code == 200  # and the model is free for the next request
+
+
 # -- 5 and 9: bodies and JSON types -------------------------------------------------------------------------
 def test_a_missing_or_empty_body_says_so(server):
     for kwargs in ({}, {"content": b""}, {"content": b"", "headers": {"Content-Type": "application/json"}}):
@@ -231,6 +278,7 @@ def test_tool_checkpoint_is_looked_up_in_the_runs_folder_only(server):
         r = detect(ref)
         assert r.status_code == 400 and r.json()["error"]["param"] == "options", (ref, r.text)
     assert detect("detector/nosuch").status_code == 400
+    assert "empty" in detect("").json()["error"]["message"]  # not the newest run in disguise
     # a run linked in from outside is not served at all
     runs = {r["id"] for r in httpx.get(url + "/api/runs", headers=AUTH).json()["runs"]}
     assert "gpt/tiny" in runs and not {"gpt/evil", "detector/evil"} & runs

@@ -217,16 +217,25 @@ def _error_of(exc: BaseException) -> APIError:
                     type="server_error")
 
 
-async def _next(events: asyncio.Queue, request: Request, cancel: threading.Event) -> tuple[str, Any]:
-    """The generation's next event; a client that hung up stops the generation (at its next token)
-    and ends the wait, so no request outlives its client."""
+async def _watch(request: Request, cancel: threading.Event, events: asyncio.Queue) -> None:
+    """Until cancelled: wait for the client to hang up (the body is read: the next message is the
+    disconnect); then the generation stops at its next token and the waiting handler ends, so no
+    request outlives its client. (A streamed answer needs no watch once it streams: its response
+    stops the stream when the client goes.)"""
     while True:
-        try:
-            return await asyncio.wait_for(events.get(), timeout=1.0)
-        except asyncio.TimeoutError:
-            if await request.is_disconnected():
-                cancel.set()
-                raise APIError(499, "the client closed the request", code="client_closed")
+        message = await request.receive()
+        if message.get("type") == "http.disconnect":
+            cancel.set()
+            events.put_nowait(("gone", None))
+            return
+
+
+async def _next(events: asyncio.Queue) -> tuple[str, Any]:
+    """The generation's next event (a client gone: a 499 that nobody reads, and the handler ends)."""
+    kind, value = await events.get()
+    if kind == "gone":
+        raise APIError(499, "the client closed the request", code="client_closed")
+    return kind, value
 
 
 def _usage(end: dict[str, Any]) -> dict[str, int]:
@@ -258,7 +267,16 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
             events.put_nowait(("error", f.exception()))
 
     future.add_done_callback(ended)
-    kind, value = await _next(events, request, cancel)  # the prompt was read: errors still get their status code
+    watch = asyncio.create_task(_watch(request, cancel, events))
+    try:
+        return await _answer(req, events, cancel)
+    finally:
+        watch.cancel()
+
+
+async def _answer(req: ChatRequest, events: asyncio.Queue, cancel: threading.Event) -> Any:
+    """The answer to ``req`` from the generation's events: server-sent events, or one document."""
+    kind, value = await _next(events)  # the prompt was read: errors still get their status code
     if kind == "error":
         raise _error_of(value)
     ident, created = "chatcmpl-" + secrets.token_hex(12), int(time.time())
@@ -298,7 +316,7 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     pieces = []
     while True:
-        kind, value = await _next(events, request, cancel)
+        kind, value = await _next(events)
         if kind == "text":
             pieces.append(value)
         elif kind == "error":

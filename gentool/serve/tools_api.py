@@ -135,7 +135,10 @@ async def run_tool(name: str, request: Request, files: list[UploadFile] = File(.
     count_pixels(uploads, state.config.max_pixels)
     ref = values.get("checkpoint")
     runs = state.config.runs
-    if isinstance(ref, str) and ref:
+    if isinstance(ref, str) and not ref.strip():  # not the newest run in disguise
+        raise bad_request("checkpoint is empty: name a run (RUN, MODEL/RUN), or leave it out for the newest",
+                          param="options")
+    if isinstance(ref, str):
         values["checkpoint"] = str(tool_checkpoint(ref, runs, tool.model))
     elif tool.model is not None and "checkpoint" in _option_names(tool):  # the newest run, of this folder only
         newest = newest_checkpoint(runs.resolve(), tool.model)
