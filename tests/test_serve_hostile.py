@@ -104,6 +104,9 @@ def server(tmp_path_factory):
         (runs / "gpt" / "badg").mkdir()
         data = good.read_bytes()
         (runs / "gpt" / "badg" / "last.safetensors").write_bytes(data[: len(data) // 2])  # header whole, tensors cut
+        (runs / "gan" / "badi").mkdir()
+        gan = (runs / "gan" / "tiny" / "last.safetensors").read_bytes()
+        (runs / "gan" / "badi" / "last.safetensors").write_bytes(gan[: len(gan) // 2])
         later = time.time() + 60
         os.utime(runs / "gpt" / "badg" / "last.safetensors", (later, later))  # the newest text run: "default"
         shutil.copytree(runs / "detector" / "tiny", base / "outside" / "detector-run")
@@ -215,6 +218,18 @@ def test_a_client_that_hangs_up_stops_its_generation(tmp_path):
         assert slow.produced <= 4, slow.produced  # six when the generation outlives its client
         again = httpx.post(srv.url + "/v1/chat/completions", json=ask, timeout=30)
         assert again.status_code == 200  # and the model is free for the next request
+
+
+def test_every_route_that_loads_a_model_says_why_it_cannot(server):
+    """The image route too: a truncated checkpoint is a 400 naming it, at once the second time."""
+    for _ in range(2):
+        t = time.monotonic()
+        r = httpx.post(server["url"] + "/v1/images/generations", headers=AUTH, timeout=30,
+                       json={"model": "gan/badi", "n": 1})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "model_not_loadable", r.text
+        assert "truncated" in r.json()["error"]["message"] and time.monotonic() - t < 5
+    ok = httpx.post(server["url"] + "/v1/images/generations", headers=AUTH, timeout=60, json={"model": "gan/tiny", "n": 1})
+    assert ok.status_code == 200, ok.text
 
 
 # -- 5 and 9: bodies and JSON types -------------------------------------------------------------------------
