@@ -366,3 +366,35 @@ def test_shutdown_after_hostile_requests_is_clean(server):
     _, err = proc.communicate(timeout=30)
     assert time.monotonic() - t < 10
     assert "Traceback" not in err and "never retrieved" not in err and "CancelledError" not in err, err
+
+
+def test_the_page_sends_options_in_json_types():
+    """The page's forms read text; what they send must pass the server's JSON types (a number field
+    a number, "none" of an optional field null), or every Sample and tool form would be refused."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("no node to run the page's script")
+    from gentool.serve.runs_api import option_fields
+    from gentool.serve.strict import check_json_options
+    from gentool_detect.configs import DetectToolOptions
+    from gentool_gan.configs import GANSampleOptions
+    from gentool_gan.tools import UpscaleToolOptions
+
+    typed = {"tile": "64", "stage": "pixel", "threshold": "0.7", "checkpoint": "none", "label": "3", "keyframes": "4"}
+    cases = []
+    for cls in (UpscaleToolOptions, DetectToolOptions, GANSampleOptions):
+        fields = {f["name"]: f["type"] for f in option_fields(cls) if f["type"] != "bool"}
+        cases.append((cls, {k: [typed[k], t] for k, t in fields.items()}))
+    script = Path(__file__).resolve().parents[1] / "gentool" / "serve" / "static" / "app.js"
+    js = ("const src = require('fs').readFileSync(process.argv[1], 'utf8');"
+          "eval(src.slice(src.indexOf('function typedValue'), src.indexOf('function optionValues')));"
+          "const cases = JSON.parse(process.argv[2]); const out = {};"
+          "for (const [k, [text, type]] of Object.entries(cases)) out[k] = typedValue(text, type);"
+          "console.log(JSON.stringify(out));")
+    for cls, fields in cases:
+        res = subprocess.run([node, "-e", js, str(script), json.dumps(fields)], capture_output=True, text=True,
+                             timeout=30)
+        assert res.returncode == 0, res.stderr
+        sent = json.loads(res.stdout)
+        check_json_options(cls, sent)  # no 400
+        assert all(v is None for k, v in sent.items() if fields[k][0] == "none")

@@ -203,11 +203,20 @@ function optionInputs(fields, prefix) {
     return el("label", { title: f.help }, f.name, input);
   });
 }
+function typedValue(text, type) {
+  // the API takes JSON's own types: a number field gets a number, "none" of an optional field null
+  // (text that is no number stays text, and the server's 400 names the field)
+  const optional = type.endsWith(" or none"), base = type.replace(/ or none$/, "");
+  if (optional && text.toLowerCase() === "none") return null;
+  if (base.endsWith(",...")) return text.split(",").map((t) => t.trim()).filter((t) => t !== "").map((t) => typedValue(t, base.slice(0, -4)));
+  if ((base === "int" || base === "float") && text !== "" && Number.isFinite(Number(text))) return Number(text);
+  return text;
+}
 function optionValues(root) {
   const out = {};
   for (const input of root.querySelectorAll("input[data-name]")) {
     if (input.dataset.type === "bool") out[input.dataset.name] = input.checked;
-    else if (input.value.trim() !== "") out[input.dataset.name] = input.value.trim();
+    else if (input.value.trim() !== "") out[input.dataset.name] = typedValue(input.value.trim(), input.dataset.type);
   }
   return out;
 }
