@@ -336,18 +336,18 @@ class Model:
         _check_sample_result(result, self.spec, SampleResult)
         return result
 
-    def _check_fits_in_memory(self, n: int) -> None:
+    def _check_fits_in_memory(self, n: int, what: str | None = None) -> None:
         """Refuse an in-memory request whose images would not fit: the float tensor and a copy, with
         as much again for everything else (so at most half the machine's memory, or of the address
-        space a ``ulimit -v`` leaves this process)."""
+        space a ``ulimit -v`` leaves this process). ``what`` names the request in the message."""
         from gentool.data.checks import check_memory, format_bytes
         from gentool.sampling import float_image_bytes
 
         shape = self.checkpoint.data.get("shape")
         if self.spec.modality == "image" and shape:
             need = 4 * float_image_bytes(shape) * n
-            what = (f"{n:,} samples of shape {list(shape)} in memory (write them in chunks with "
-                    f"Model.save_samples(n, out), what `gentool sample` does)")
+            what = what or (f"{n:,} samples of shape {list(shape)} in memory (write them in chunks with "
+                            f"Model.save_samples(n, out), what `gentool sample` does)")
             check_memory(need, what)
             left = _address_space_left()
             if left is not None and need > left:
@@ -417,6 +417,9 @@ class Model:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"n must be a positive integer, got {n!r}")
         seed = _seed_arg(seed)
+        # sample-based metrics draw n samples at once: planned like Model.sample (-n of gentool evaluate)
+        self._check_fits_in_memory(n, f"evaluating on n={n:,} samples of shape {list(ckpt.data.get('shape') or [])} "
+                                      "(pass a smaller n)")
         data = None if data is None else str(_path_arg("data (a data set's name or a path)", data))
         split = _name_arg("split", split, optional=True)
         features = _name_arg("features", features, optional=True)
@@ -433,7 +436,13 @@ class Model:
             job = EvaluateJob(spec=spec, checkpoint=ckpt, data=dataset, device=self.device, seed=seed, n=n,
                               features=features, options=opts, data_split=used,
                               data_loader=lambda s: load_data(data_ref, spec.modality, s, image_size, reg))
-            raw = reg.call("gentool_evaluate", spec, job=job)
+            try:
+                raw = reg.call("gentool_evaluate", spec, job=job)
+            except (MemoryError, RuntimeError) as exc:  # the allocator: more than the plan foresaw
+                if not _out_of_memory(exc):
+                    raise
+                raise DataError(f"evaluating on n={n:,} samples did not fit in memory ({_first_line(exc)}): "
+                                "pass a smaller n") from None
             result = evaluation_result(raw, spec)
             for message in result.warnings:  # said like every other warning (stderr in the CLI)
                 warn(message)

@@ -88,6 +88,11 @@ def test_an_in_memory_sample_is_planned_against_the_address_space_left(toy_model
             except gentool.GentoolError as exc:
                 print(type(exc).__name__, exc)
         print("small", len(m.sample(16)))
+        try:  # gentool evaluate -n draws its samples in memory too
+            m.evaluate(n=10**7)
+            print("evaluated")
+        except gentool.GentoolError as exc:
+            print(type(exc).__name__, exc)
     """)
     res = subprocess.run([sys.executable, "-c", script], env=toy_env, cwd=workdir, capture_output=True, text=True,
                          timeout=300)
@@ -96,6 +101,7 @@ def test_an_in_memory_sample_is_planned_against_the_address_space_left(toy_model
     assert lines[0].startswith("DataError 10,000,000 samples") and "address-space" in lines[0], res.stdout
     assert lines[1].startswith("DataError 1,000,000,000 samples"), res.stdout
     assert lines[2] == "small 16"
+    assert lines[3].startswith("DataError evaluating on n=10,000,000 samples") and "smaller n" in lines[3], res.stdout
 
 
 def test_the_allocators_refusal_is_one_line(toy_model, monkeypatch):
@@ -108,6 +114,12 @@ def test_the_allocators_refusal_is_one_line(toy_model, monkeypatch):
     monkeypatch.setattr(type(toy_model), "_draw", refuse)
     with pytest.raises(gentool.DataError, match="did not fit in memory.*save_samples"):
         toy_model.sample(4)
+    from gentool.plugins import get_registry
+
+    reg = get_registry()
+    monkeypatch.setattr(reg, "call", lambda hook, *a, **k: refuse() if hook == "gentool_evaluate" else None)
+    with pytest.raises(gentool.DataError, match="evaluating on n=8 samples did not fit in memory"):
+        toy_model.evaluate(n=8)
 
 
 
