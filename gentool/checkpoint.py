@@ -303,6 +303,16 @@ class Checkpoint:
             counts[module] = counts.get(module, 0) + n
         return counts
 
+    @classmethod
+    def in_memory(cls, path: str | os.PathLike, meta: dict[str, Any],
+                  tensors: Mapping[str, "torch.Tensor"]) -> "Checkpoint":
+        """A checkpoint whose tensors are held in memory, not read from ``path``: what a plugin
+        returns from ``gentool_open_checkpoint`` for a model file of another format (a GGUF, a
+        Hugging Face folder) that it has read itself. ``meta`` as :func:`save_checkpoint` takes it
+        (at least ``model``); tensor names carry the module prefix (``gpt.lm_head.weight``)."""
+        shapes = {k: (list(v.shape), str(v.dtype).replace("torch.", "")) for k, v in tensors.items()}
+        return _MemoryCheckpoint(Path(path), dict(meta), shapes, dict(tensors))
+
     # -- tensors ----------------------------------------------------------------------------
     def tensors(self, prefix: str = "", *, device: str = "cpu") -> dict[str, "torch.Tensor"]:
         """The tensors whose names start with ``prefix`` (all of them by default), read lazily."""
@@ -437,6 +447,16 @@ class Checkpoint:
                 f"{self.path}: its metadata describes a {name!r} network that would allocate "
                 f"{extra * 4 / 1e9:.1f} GB beyond the weights it stores; refusing to build it"
             )
+
+
+@dataclass
+class _MemoryCheckpoint(Checkpoint):
+    """:meth:`Checkpoint.in_memory`: the tensors come from a dict."""
+
+    held: dict[str, Any] = field(default_factory=dict)
+
+    def tensors(self, prefix: str = "", *, device: str = "cpu") -> dict[str, "torch.Tensor"]:
+        return {k: v.to(device) for k, v in self.held.items() if k.startswith(prefix)}
 
 
 def load_checkpoint(path: str | os.PathLike, *, model: str | None = None) -> Checkpoint:

@@ -356,14 +356,39 @@ def evaluate(
 
 
 # -- info -----------------------------------------------------------------------------------
+def _describe_file(path: Path) -> "dict[str, Any] | None":
+    """What a plugin says of a model file that is not a gentool checkpoint (``gentool_describe_file``)."""
+    from gentool.plugins import get_registry
+
+    if not path.exists():
+        return None  # load_checkpoint says "not found" in its words
+    return get_registry().pm.hook.gentool_describe_file(path=path)
+
+
 @app.command()
 def info(
-    checkpoint: Path = typer.Argument(..., help="A gentool .safetensors checkpoint."),
+    checkpoint: Path = typer.Argument(..., help="A gentool .safetensors checkpoint, or a model file a plugin "
+                                                "describes (a .gguf, a Hugging Face model folder)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """What a checkpoint holds: model, plugin, versions, config, data, step, metrics, layers."""
     from gentool.checkpoint import TRAIN_PREFIX, load_checkpoint
 
+    described = _describe_file(checkpoint)
+    if described is not None:
+        if as_json:
+            typer.echo(json.dumps(described, indent=2, default=str))
+            return
+        from rich.table import Table
+
+        con = _console()
+        con.print(f"[bold]{escape(str(checkpoint))}[/]")
+        t = Table(box=None, show_header=False)
+        for k, v in described.items():
+            text = ", ".join(f"{a} {b}" for a, b in v.items()) if isinstance(v, dict) else str(v)
+            t.add_row(f"[bold]{escape(str(k))}[/]", escape(text))
+        con.print(t)
+        return
     ckpt = load_checkpoint(checkpoint)
     counts = ckpt.parameter_counts()
     layers = {k: v for k, v in ckpt.tensor_shapes.items() if not k.startswith(TRAIN_PREFIX)}

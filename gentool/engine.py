@@ -245,10 +245,42 @@ def load(ref: str | os.PathLike | None = None, *, model: str | None = None, devi
     from gentool.devices import pick_device
 
     device = _name_arg("device", device)
+    foreign = _open_foreign(model, ref)
+    if foreign is not None:  # a plugin read a file of another format (a .gguf) as a checkpoint
+        return Model(_registry().model(foreign.model), foreign, foreign.path, pick_device(device))
     path = resolve_checkpoint(model, ref)
     ckpt = load_checkpoint(path, model=model)
     spec = _registry().model(ckpt.model)
     return Model(spec, ckpt, path, pick_device(device))
+
+
+def _holds_checkpoint(folder: Path) -> bool:
+    """Whether ``folder`` is a run folder or a gentool push (its model.safetensors ours, not a
+    Hugging Face model's)."""
+    from gentool.checkpoint import read_header
+
+    if (folder / "best.safetensors").is_file() or (folder / "last.safetensors").is_file():
+        return True
+    if not (folder / "model.safetensors").is_file():
+        return False
+    try:
+        return "gentool" in (read_header(folder / "model.safetensors").get("__metadata__") or {})
+    except CheckpointError:
+        return True  # a damaged checkpoint: the usual path says what is wrong with it
+
+
+def _open_foreign(model: str | None, ref: Any) -> "Checkpoint | None":
+    """The checkpoint a plugin makes of ``ref`` where it names an existing file or folder that is not
+    a gentool checkpoint (``gentool_open_checkpoint``), else None (the usual rules apply)."""
+    if ref is None or not isinstance(ref, (str, os.PathLike)) or str(ref).startswith("hf://"):
+        return None
+    path = Path(ref).expanduser()
+    if not ((path.is_file() and path.suffix != ".safetensors") or (path.is_dir() and not _holds_checkpoint(path))):
+        return None
+    ckpt = _registry().pm.hook.gentool_open_checkpoint(path=path, model=model)
+    if ckpt is not None and model is not None and ckpt.model != model:
+        raise CheckpointError(f"{path} opens as a {ckpt.model} model, not {model}")
+    return ckpt
 
 
 class Model:

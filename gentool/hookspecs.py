@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import pluggy
 
 if TYPE_CHECKING:  # only for type checkers: keeps this module free of heavy imports
+    from pathlib import Path
+
     import typer
 
     import torch
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # only for type checkers: keeps this module free of heavy imp
     from gentool.api import (DatasetSpec, DiscriminateJob, EvaluateJob, EvaluateResult, ModelSpec, SampleJob,
                              SampleResult, TrainJob)
     from gentool.chat import ChatBackend
+    from gentool.checkpoint import Checkpoint
     from gentool.tools import Tool
 
 hookspec = pluggy.HookspecMarker("gentool")
@@ -164,6 +167,32 @@ def gentool_open_chat(ref: "str | None", device: "torch.device", options: "Mappi
       ``cut_tokens`` (the oldest tokens of a too-long conversation left out).
 
     ``gentool.open_chat(ref)`` calls this hook; ``gentool chat`` and ``gentool serve`` use it.
+    """
+
+
+@hookspec(firstresult=True)
+def gentool_open_checkpoint(path: "Path", model: "str | None") -> "Checkpoint | None":
+    """Open a model file of another format as a checkpoint of one of your models (firstresult; optional).
+
+    ``gentool sample/evaluate MODEL -c PATH`` and ``gentool.load(PATH)`` ask the plugins first when
+    ``PATH`` is not a gentool checkpoint (a file not ending in ``.safetensors``, or a folder without
+    one): read it and return ``gentool.Checkpoint.in_memory(path, meta, tensors)`` with the meta and
+    the tensors your ``gentool_sample``/``gentool_evaluate`` expect of your own checkpoints (the gpt
+    plugin: a ``.gguf`` file or a Hugging Face Llama-family folder as a ``gpt`` model), else None.
+    ``model`` is the model the user named (None: any); return None for another one. Raise
+    :class:`gentool.errors.CheckpointError` (one line) for a damaged file of your format.
+    """
+
+
+@hookspec(firstresult=True)
+def gentool_describe_file(path: "Path") -> "dict[str, Any] | None":
+    """Describe a model file that is not a gentool checkpoint (firstresult; optional).
+
+    ``gentool info PATH`` asks the plugins first: return a flat dict of what the file holds (plain
+    JSON values: strings, numbers, booleans, lists, small dicts), led by ``"format"``, for a file
+    this plugin opens (the gpt plugin: a ``.gguf`` file or a Hugging Face model folder), else None.
+    Read only the file's header: this runs for every ``gentool info``. Raise
+    :class:`gentool.errors.CheckpointError` (one line) for a file of your format that is damaged.
     """
 
 

@@ -27,6 +27,10 @@ from gentool_gpt.data import eval_windows
 from gentool_gpt.loading import load_gpt
 from gentool_gpt.task import EVAL_BATCH, masked_loss
 
+#: Window of the text metrics of a pretrained model file (-c FILE.gguf): its own context may be
+#: 8,192 tokens or more, and a CPU pays for attention over a window as the window's square.
+PRETRAINED_WINDOW = 2048
+
 #: Share of a held-out text's characters outside a char vocabulary above which we warn that the
 #: text is probably not what the model was trained on.
 UNKNOWN_WARN = 0.01
@@ -126,6 +130,7 @@ def evaluate(job: Any) -> gentool.EvaluateResult:
     extra, cfg = ckpt.extra, ckpt.config
     model, tok = load_gpt(ckpt, job.device)
     chat = extra.get("kind") == "sft"
+    source = extra.get("source") if extra.get("kind") == "pretrained-file" else None
     base = ckpt.meta.get("finetuned_from") or {}
     metrics: dict[str, Any] = {"parameters": model.num_parameters()}
     warnings: list[str] = []
@@ -134,6 +139,9 @@ def evaluate(job: Any) -> gentool.EvaluateResult:
         "tokenizer": f"{tok.kind}, {tok.vocab_size} tokens",
         "context": f"{model.block_size} tokens",
     }
+    if source:  # a .gguf or Hugging Face folder given with -c
+        settings["kind"] = f"pretrained {source.get('arch')} model ({source.get('format')}" + (
+            f", {source.get('quantization')} dequantized)" if source.get("format") == "gguf" else ")")
     if base:
         settings.update({"base_run": str(base.get("run")), "base_checkpoint": str(base.get("checkpoint")),
                          "base_step": str(base.get("step")), "base_data": str(base.get("data"))})
@@ -143,6 +151,8 @@ def evaluate(job: Any) -> gentool.EvaluateResult:
     # scored in windows of the pretraining context, so the figures compare with the base run's own
     pretrained = (base.get("config") or {}).get("block_size") or cfg.get("block_size") or model.block_size
     window = min(int(pretrained), model.block_size)
+    if source:  # a long-context model: windows of PRETRAINED_WINDOW tokens (attention grows as its square)
+        window = min(window, PRETRAINED_WINDOW)
     before = tok.unknown_count
     metrics.update(text_metrics(model, tok, job.data.text, job.device, block_size=window))
     unknown = tok.unknown_count - before

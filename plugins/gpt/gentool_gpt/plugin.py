@@ -56,6 +56,22 @@ def gentool_open_chat(ref, device, options):
 
 
 @hookimpl
+def gentool_open_checkpoint(path, model):
+    """``-c FILE.gguf`` or ``-c FOLDER`` (Hugging Face) for sample and evaluate: a ``gpt`` checkpoint."""
+    from gentool_gpt.pretrained import as_checkpoint
+
+    return as_checkpoint(path, model)
+
+
+@hookimpl
+def gentool_describe_file(path):
+    """``gentool info``: a ``.gguf`` file (its metadata) or a Hugging Face folder (its config)."""
+    from gentool_gpt.pretrained import describe_file
+
+    return describe_file(path)
+
+
+@hookimpl
 def gentool_train(job):
     from gentool_gpt.task import train
 

@@ -59,9 +59,41 @@ class ChatTokenizer:
     stop_ids: set[int] = field(default_factory=set)
     kind: str = "pretrained"
 
+    #: Characters read as an unknown token (a byte-level tokenizer has none); for the char tokenizer's API.
+    unknown_count: int = 0
+    unk_id: int | None = None
+
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.tokenizer.token_to_id(self.bos_token) if self.bos_token else None
+
+    @property
+    def eot_id(self) -> int | None:
+        """The end of an assistant's turn (the template's stop; the eos token where it is one)."""
+        eos = self.tokenizer.token_to_id(self.eos_token) if self.eos_token else None
+        return eos if eos is not None else min(self.stop_ids, default=None)
+
+    @property
+    def special_ids(self) -> set[int]:
+        return set(self.stop_ids)
+
+    def to_json(self) -> str:
+        """A JSON string that :meth:`from_json` turns back into this tokenizer (in checkpoint headers)."""
+        return json.dumps({"kind": "pretrained", "tokenizer": self.tokenizer.to_str(), "template": self.template,
+                           "bos_token": self.bos_token, "eos_token": self.eos_token,
+                           "stop_ids": sorted(self.stop_ids)})
+
+    @classmethod
+    def from_json(cls, s: str | dict) -> "ChatTokenizer":
+        from tokenizers import Tokenizer
+
+        doc = json.loads(s) if isinstance(s, str) else s
+        return cls(Tokenizer.from_str(doc["tokenizer"]), doc.get("template"), doc.get("bos_token"),
+                   doc.get("eos_token"), {int(i) for i in doc.get("stop_ids") or []})
 
     def encode(self, text: str) -> list[int]:
         """Ids of ``text``; special-token strings in it (``<|im_start|>``) become their ids."""
@@ -375,3 +407,65 @@ def _open_gguf(path: Path, context: int | None, dtype: "torch.dtype | None") -> 
     tokenizer = ChatTokenizer(tok, ck.chat_template, text("bos_id"), text("eos_id"), stops)
     model = build_model(cfg, ck.tensors, str(path), dtype)
     return Pretrained(model, tokenizer, str(path), "gguf", ck.arch, ck.config, ck.quant)
+
+
+def describe_file(path: str | os.PathLike) -> dict[str, Any] | None:
+    """What ``gentool info`` shows of a ``.gguf`` file (its header only) or of a Hugging Face model
+    folder (its config.json), led by ``format``; None for anything else."""
+    path = Path(path)
+    if path.is_file() and is_gguf(path):
+        from gentool_gpt.gguf_reader import describe_gguf
+
+        doc = {k: v for k, v in describe_gguf(path).items() if k != "path"}
+        return {"format": doc.pop("format", "GGUF"), **doc,
+                "opens as": "gentool's decoder (gentool chat --model FILE)" if doc.get("supported")
+                            else "not at all: gentool decodes llama, mistral and qwen2"}
+    if path.is_dir() and (path / "config.json").is_file() and not (path / "best.safetensors").exists():
+        c = read_hf_config(path)
+        arch = architecture(c)
+        weights = sorted(p.name for p in path.glob("*.safetensors"))
+        return {
+            "format": "Hugging Face model folder", "architectures": c.get("architectures"),
+            "model_type": c.get("model_type"), "layers": c.get("num_hidden_layers"),
+            "heads": c.get("num_attention_heads"), "kv_heads": c.get("num_key_value_heads"),
+            "width": c.get("hidden_size"), "ffn_width": c.get("intermediate_size"),
+            "context_length": c.get("max_position_embeddings"), "vocab_size": c.get("vocab_size"),
+            "dtype": c.get("torch_dtype") or c.get("dtype"), "weights": weights or "no safetensors files",
+            "chat template": (path / "chat_template.jinja").is_file() or "chat_template" in _read_json(path / "tokenizer_config.json"),
+            "opens as": "gentool's decoder" if arch and (path / "tokenizer.json").is_file() else "transformers",
+        }
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def as_checkpoint(path: str | os.PathLike, model: str | None = None) -> Any:
+    """A pretrained model file (``.gguf``) or folder opened as an in-memory ``gpt`` checkpoint
+    (``gentool_open_checkpoint``), so that ``gentool sample gpt -c`` and ``gentool evaluate gpt -c``
+    take it as they take a run's checkpoint; None for what is not a pretrained model."""
+    from dataclasses import asdict
+
+    from gentool import Checkpoint
+
+    path = Path(path)
+    if model not in (None, "gpt"):
+        return None
+    if not ((path.is_file() and is_gguf(path)) or (path.is_dir() and (path / "config.json").is_file())):
+        return None
+    opened = open_pretrained(str(path))
+    cfg = opened.model.cfg
+    meta = {
+        "model": "gpt", "plugin": "gpt", "step": 0, "epoch": 0, "data": {},
+        "config": {"block_size": cfg.block_size, "n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd},
+        "extra": {"gpt_config": asdict(cfg), "tokenizer": opened.tokenizer.to_json(), "kind": "pretrained-file",
+                  "source": {"path": str(path), "format": opened.format, "arch": opened.arch,
+                             "quantization": opened.quantization}},
+    }
+    tensors = {"gpt." + k: v for k, v in opened.model.state_dict().items()}
+    return Checkpoint.in_memory(path, meta, tensors)

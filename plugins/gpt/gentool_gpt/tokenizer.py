@@ -130,8 +130,13 @@ class Tokenizer:
 
     @classmethod
     def from_json(cls, s: str) -> "Tokenizer":
-        """Rebuild a tokenizer from :meth:`to_json`'s string."""
+        """Rebuild a tokenizer from :meth:`to_json`'s string (a pretrained model's tokenizer, kind
+        ``pretrained``, comes back as a :class:`gentool_gpt.pretrained.ChatTokenizer`)."""
         doc = json.loads(s)
+        if doc.get("kind") == "pretrained":
+            from gentool_gpt.pretrained import ChatTokenizer
+
+            return ChatTokenizer.from_json(doc)  # type: ignore[return-value]
         if doc.get("kind") == "char":
             if list(doc.get("specials", SPECIALS)) != list(SPECIALS):
                 raise ValueError("char tokenizer with other special tokens than this version's")

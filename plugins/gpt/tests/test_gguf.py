@@ -453,18 +453,10 @@ def hf_tokenizer(smollm2_gguf):
 
 
 @pytest.fixture(scope="module")
-def hf_state(smollm2_gguf):
-    """(state dict, config dict) of transformers' model loaded from the same GGUF file (about 30 s on a
-    2-core CPU: transformers parses the file twice), or a skip where transformers cannot load it."""
-    import transformers
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        try:
-            model = transformers.AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent,
-                                                                      gguf_file=smollm2_gguf.name)
-        except (ImportError, ValueError) as error:  # transformers needs accelerate to load a GGUF model
-            pytest.skip(f"transformers could not load the GGUF model: {error}")
+def hf_state(smollm2_transformers):
+    """(state dict, config dict) of transformers' model loaded from the same GGUF file (the session's
+    one load: about 30 s on a 2-core CPU), or a skip where transformers cannot load it."""
+    model = smollm2_transformers
     return {name: tensor.detach() for name, tensor in model.state_dict().items()}, model.config.to_dict()
 
 

@@ -137,7 +137,7 @@ def piped(monkeypatch):
     """run() with piped stdin and the fake backend; returns (exit code, stdout, backend)."""
     backends: list[FakeBackend] = []
 
-    def fake_open(ref, device="cpu"):
+    def fake_open(ref, device="cpu", **options):  # options: quantize, context
         backends.append(FakeBackend())
         return backends[-1]
 

@@ -180,3 +180,57 @@ def test_smollm2_chat_names_paris(smollm2_gguf, quantize, tmp_path):
     assert "Paris" in proc.stdout
     assert f"weights       {quantize} (as asked)" in proc.stdout
     assert "llama, 30 layers, 9 heads (3 key/value), width 576" in proc.stdout
+
+
+def test_gentool_info_describes_a_gguf_and_a_model_folder(smollm2_gguf, tmp_path):
+    import os
+
+    env = {**os.environ, "GENTOOL_PLUGINS": "gpt", "GENTOOL_RUNS": str(tmp_path / "runs")}
+    proc = invoke("info", str(smollm2_gguf), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["format"].startswith("GGUF") and doc["architecture"] == "llama"
+    assert (doc["layers"], doc["heads"], doc["kv_heads"], doc["context_length"]) == (30, 9, 3, 8192)
+    assert doc["quant"].startswith("Q4_1") and doc["opens as"].startswith("gentool's decoder")
+    folder = make_model(tmp_path / "q", "qwen2")
+    proc = invoke("info", str(folder), env=env)
+    assert proc.returncode == 0 and "Hugging Face model folder" in proc.stdout and "Qwen2ForCausalLM" in proc.stdout
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(smollm2_gguf.read_bytes()[:4096])  # the magic, then a header cut short
+    proc = invoke("info", str(bad), env=env)
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1 and "bad.gguf" in proc.stderr
+
+
+def test_evaluate_and_sample_take_a_model_folder_with_c(tmp_path):
+    """`gentool evaluate gpt -c FOLDER --data FILE.txt`: the perplexity transformers gives the same
+    windows; `gentool sample gpt -c FOLDER`: transformers' greedy continuation."""
+    import os
+
+    from gentool_gpt.data import eval_windows
+
+    folder = make_model(tmp_path / "llama", "llama")
+    text = tmp_path / "text.txt"
+    text.write_text("hello there, how are you? fine thanks! " * 60)
+    env = {**os.environ, "GENTOOL_PLUGINS": "gpt", "GENTOOL_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "1"}
+    proc = invoke("evaluate", "gpt", "-c", str(folder), "--data", str(text), "--split", "all", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    x, y = eval_windows(torch.tensor(tok(text.read_text(), add_special_tokens=False)["input_ids"]), 96)
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(theirs(x).logits.flatten(0, 1), y.flatten())
+    assert abs(got["metrics"]["val_loss"] - float(loss)) < 1e-4
+    assert got["metrics"]["tokens"] == y.numel() and got["settings"]["kind"].startswith("pretrained llama model (hf)")
+
+    out = tmp_path / "samples"
+    proc = invoke("sample", "gpt", "-c", str(folder), "-n", "1", "--prompt", "hello there", "--temperature", "0",
+                  "--max-tokens", "12", "--out", str(out), env=env)
+    assert proc.returncode == 0, proc.stderr
+    ids = torch.tensor([tok("hello there", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        want = theirs.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, min_new_tokens=12,
+                               do_sample=False, pad_token_id=tok.pad_token_id)
+    assert (out / "samples.txt").read_text().strip().startswith(tok.decode(want[0], skip_special_tokens=True).strip()[:20])
+    proc = invoke("evaluate", "cgan", "-c", str(folder), env={**env, "GENTOOL_PLUGINS": "gpt,gan"})  # not a cgan
+    assert proc.returncode != 0 and "not a gentool checkpoint" in proc.stderr
