@@ -368,8 +368,9 @@ def open_backend(ref: str | None, device: "torch.device | str" = "cpu", *, quant
     (auto|none|bf16|int8|int4) and at most ``context`` positions. Other architectures go to
     transformers (:class:`HFBackend`).
     """
-    from gentool_gpt.pretrained import is_gguf
+    from gentool_gpt.pretrained import is_gguf, packaged
 
+    ref = packaged(ref) or ref  # a short name of a model a package ships (smollm2)
     if ref is not None and not ref.startswith("hf://") and is_gguf(Path(ref).expanduser()):
         return _pretrained(ref, device, quantize, context)
     kind, where = resolve_model(ref)

