@@ -161,3 +161,11 @@ def test_a_truncated_gpt_checkpoint_is_called_truncated_everywhere(runs, run, wo
     # a good run still opens by every name
     res = _cli(runs, "chat", "--model", "gpt/tiny", "-m", "hi", "--max-tokens", "2")
     assert res.returncode == 0, res.stderr
+
+
+def test_an_empty_model_or_checkpoint_is_refused_by_every_verb(runs):
+    """Not the current folder, nor the default model in disguise: one line naming the emptiness."""
+    image = str(runs["base"] / "rf" / "real" / "0.png")
+    for args in (("chat", "--model", "", "-m", "hi"), ("upscale", image, "-c", ""), ("sample", "gpt", "-c", "", "-n", "1"),
+                 ("translate", image, "-c", "")):
+        _one_line_error(_cli(runs, *args), "empty")
