@@ -463,8 +463,9 @@ def serve(
     runs: Optional[Path] = typer.Option(None, "--runs", help="Runs folder to show and serve (default: GENTOOL_RUNS or ./runs)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="GENTOOL_API_KEY",
                                           help="Require 'Authorization: Bearer KEY' on every API request (or GENTOOL_API_KEY)."),
-    chat_model: Optional[str] = typer.Option(None, "--chat-model", help="A chat model besides the runs' (a checkpoint, a transformers folder or hub id)."),
+    chat_model: Optional[str] = typer.Option(None, "--chat-model", help="A chat model besides the runs' (a checkpoint, a .gguf, a transformers folder or hub id)."),
     device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|mps."),
+    quantize: str = typer.Option("auto", "--quantize", help="Weights of pretrained chat models (GGUF, Hugging Face): auto|none|bf16|int8|int4."),
     queue: int = typer.Option(8, "--queue", min=0, help="Requests that may wait for a busy model; one more gets a 503."),
     max_pixels: int = typer.Option(1 << 20, "--max-pixels", min=1,
                                    help="Most image pixels in one tool request, all files together (default: one 1024x1024 image)."),
@@ -477,7 +478,8 @@ def serve(
     from gentool.paths import runs_dir
 
     config = ServeConfig(runs=(runs or runs_dir()).expanduser().resolve(), api_key=api_key or None,
-                         chat_model=chat_model, device=device, queue_size=queue, max_pixels=max_pixels)
+                         chat_model=chat_model, device=device, queue_size=queue, max_pixels=max_pixels,
+                         quantize=quantize)
     prepare(config, runs_given=runs is not None)  # --runs and --chat-model checked (one line each) before listening
     sock = bind(host, port)
     port = sock.getsockname()[1]

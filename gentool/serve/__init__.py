@@ -59,13 +59,17 @@ def prepare(config: ServeConfig, *, runs_given: bool = True) -> None:
         if not os.access(runs, os.R_OK | os.X_OK):
             raise GentoolError(f"{flag} {runs} cannot be read (permission denied)")
     os.environ["GENTOOL_RUNS"] = str(runs)
+    from gentool.chat import QUANTIZE
+
+    if config.quantize not in QUANTIZE:
+        raise GentoolError(f"--quantize must be one of {', '.join(QUANTIZE)}, not {config.quantize!r}")
     if config.chat_model is not None:
         import gentool
 
         if not config.chat_model.strip():
             raise GentoolError("--chat-model is empty: name a checkpoint, a run, a transformers folder or a hub id")
         try:
-            config.chat_backend = gentool.open_chat(config.chat_model, device=config.device)
+            config.chat_backend = gentool.open_chat(config.chat_model, device=config.device, quantize=config.quantize)
         except GentoolError as exc:
             raise GentoolError(f"--chat-model {config.chat_model}: {exc}") from None
     config.prepared = True

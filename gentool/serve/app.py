@@ -142,7 +142,8 @@ def build_app(config: ServeConfig) -> FastAPI:
         from gentool.serve.openai_api import chat_key
 
         slot = state.gate.slot(chat_key(config.chat_model), lambda: gentool.open_chat(config.chat_model,
-                                                                                         device=config.device),
+                                                                                         device=config.device,
+                                                                                         quantize=config.quantize),
                                label=f"model {config.chat_model}")
         slot.obj, config.chat_backend = config.chat_backend, None
 

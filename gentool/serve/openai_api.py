@@ -122,8 +122,9 @@ def chat_key(ref: str) -> tuple[str, str, float | None]:
 def chat_slot(state: Any, model: str) -> Slot:
     """The slot of the request's chat model (loaded on its first job; reloaded when its file changes)."""
     ref = chat_ref(state, model)
-    device = state.config.device
-    return state.gate.slot(chat_key(ref), lambda: gentool.open_chat(ref, device=device), label=f"model {model}")
+    device, quantize = state.config.device, state.config.quantize
+    return state.gate.slot(chat_key(ref), lambda: gentool.open_chat(ref, device=device, quantize=quantize),
+                           label=f"model {model}")
 
 
 def _messages(req: ChatRequest) -> list[dict[str, str]]:
@@ -349,10 +350,20 @@ async def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": [_model_doc(m) for m in all_models(request.app.state.gentool)]}
 
 
-@router.get("/models/{model_id:path}", summary="One model (OpenAI-compatible)")
+@router.get("/models/{model_id:path}", summary="One model (OpenAI-compatible); a loaded chat model says what runs it")
 async def get_model(model_id: str, request: Request) -> Any:
-    for m in all_models(request.app.state.gentool):
+    state = request.app.state.gentool
+    for m in all_models(state):
         if m["id"] == model_id:
-            return _model_doc(m)
+            doc = _model_doc(m)
+            if m["kind"] == "chat":  # loaded already: its backend, device, weight format (not loaded here)
+                try:
+                    slot = state.gate.slots.get(chat_key(chat_ref(state, model_id)))
+                except Exception:  # noqa: BLE001 - a model that no longer resolves: just not described
+                    slot = None
+                backend = getattr(slot, "obj", None) if slot is not None else None
+                if backend is not None and hasattr(backend, "describe"):
+                    doc["gentool"]["loaded"] = {str(k): str(v) for k, v in backend.describe().items()}
+            return doc
     return JSONResponse(error_body(f"the model {model_id!r} does not exist", param="model", code="model_not_found"),
                         status_code=404)

@@ -21,6 +21,8 @@ class ServeConfig:
     chat_model: str | None = None
     #: Where models run: auto|cpu|cuda|mps.
     device: str = "auto"
+    #: Weights of pretrained chat models (GGUF, Hugging Face): auto|none|bf16|int8|int4 (``--quantize``).
+    quantize: str = "auto"
     #: Requests that may wait for a busy model (beyond the one it runs); one more gets a 503.
     queue_size: int = 8
     #: Loaded models kept (least recently used dropped first).

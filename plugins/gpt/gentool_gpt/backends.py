@@ -331,6 +331,8 @@ def resolve_model(ref: str | None) -> tuple[str, str]:
                 f"no trained gpt model in {runs_dir() / MODEL}: train one with `gentool train gpt`, then "
                 "fine-tune it to chat with `gentool train gpt --resume RUN --sft conversations.json` "
                 "(or pass --model PATH|HUB_ID)") from None
+    if not ref.strip():  # not the current folder, nor the default model in disguise
+        raise GentoolError("--model is empty: name a run, a checkpoint, a model folder or a hub id (or leave it out)")
     if ref.startswith("hf://"):
         return "gpt", str(resolve_checkpoint(MODEL, ref))
     path = Path(ref).expanduser()

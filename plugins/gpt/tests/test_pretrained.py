@@ -234,3 +234,35 @@ def test_evaluate_and_sample_take_a_model_folder_with_c(tmp_path):
     assert (out / "samples.txt").read_text().strip().startswith(tok.decode(want[0], skip_special_tokens=True).strip()[:20])
     proc = invoke("evaluate", "cgan", "-c", str(folder), env={**env, "GENTOOL_PLUGINS": "gpt,gan"})  # not a cgan
     assert proc.returncode != 0 and "not a gentool checkpoint" in proc.stderr
+
+
+def test_gentool_serve_answers_with_the_gguf_model(smollm2_gguf, tmp_path):
+    """`gentool serve --chat-model THE.gguf --quantize int8` through the openai client: Paris, whole and
+    streamed alike; GET /v1/models/{id} says what runs the loaded model."""
+    openai = pytest.importorskip("openai", reason="the serve tests need the dev extra (openai)")
+    pytest.importorskip("fastapi", reason="gentool serve needs its extra: pip install -e '.[serve]'")
+    import httpx
+
+    from gentool.serve import ServeConfig, start_background
+
+    from gentool_gpt.quantize import available
+
+    mode = "int8" if available("int8") else "none"
+    config = ServeConfig(runs=tmp_path / "runs", chat_model=str(smollm2_gguf), device="cpu", quantize=mode)
+    (tmp_path / "runs").mkdir()
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    with start_background(config) as server:
+        c = openai.OpenAI(base_url=server.url + "/v1", api_key="none", max_retries=0, timeout=120)
+        whole = c.chat.completions.create(model="default", messages=question, max_tokens=16, temperature=0)
+        pieces = [ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+            model=str(smollm2_gguf), messages=question, max_tokens=16, temperature=0, stream=True) if ch.choices]
+        doc = httpx.get(f"{server.url}/v1/models/{smollm2_gguf}", timeout=30).json()
+    answer = whole.choices[0].message.content
+    assert "Paris" in answer and answer == "".join(pieces)
+    assert whole.usage.prompt_tokens > 10 and whole.usage.completion_tokens > 3
+    loaded = doc["gentool"]["loaded"]
+    assert loaded["weights"].startswith(f"{mode} (as asked)") and loaded["backend"].startswith("gentool")
+    with pytest.raises(GentoolError, match="--quantize must be one of"):
+        from gentool.serve import prepare
+
+        prepare(ServeConfig(runs=tmp_path / "runs", quantize="int3"), runs_given=True)
