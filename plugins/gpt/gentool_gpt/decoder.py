@@ -2,9 +2,9 @@
 regrouped into few tensor operations, over weights that may be stored in int8 or int4.
 
 At chat sizes a decoding step costs memory reads and operation count, not arithmetic. So per layer:
-q, k and v come from one matrix product, together with q and k with their halves swapped (rotary
-positions are then one multiply-add with precomputed tables, no slicing and concatenating); gate
-and up from one more; attention reads the cache in place (grouped-query heads attend as one batch
+q, k and v come from one matrix product (rotary positions are then one roll and a multiply-add
+with precomputed tables, the sign of "rotate half" folded into the sine table); gate and up from
+one more; attention reads the cache in place (grouped-query heads attend as one batch
 of ``n_head // n_kv_head`` queries per key/value head, without copying keys). The weights are
 :class:`~gentool_gpt.quantize.QuantWeight` objects: float32, bfloat16, int8 or int4 alike.
 
@@ -46,21 +46,12 @@ class Decoder:
         def weight(w: torch.Tensor) -> QuantWeight:
             return QuantWeight(w, quantize, dtype)
 
-        def swapped(w: torch.Tensor, heads: int) -> torch.Tensor:
-            """Rows (or entries) of rotate_half(w @ x): per head, [-second half, first half]."""
-            w = w.reshape(heads, D, -1)
-            return torch.cat([-w[:, D // 2:], w[:, :D // 2]], dim=1).reshape(heads * D, *w.shape[2:]).squeeze(-1)
-
         self.layers = []
         with torch.no_grad():
             for layer in model.model.layers:
                 att, mlp = layer.self_attn, layer.mlp
-                wq, wk, wv = att.qkv_proj.weight.detach().float().split((self.Q, self.K, self.K), dim=0)
-                qkv = torch.cat([wq, wk, swapped(wq, H), swapped(wk, KV), wv], dim=0)
-                bias = None
-                if att.qkv_proj.bias is not None:
-                    bq, bk, bv = att.qkv_proj.bias.detach().float().split((self.Q, self.K, self.K))
-                    bias = torch.cat([bq, bk, swapped(bq[:, None], H), swapped(bk[:, None], KV), bv]).to(device)
+                qkv = att.qkv_proj.weight
+                bias = att.qkv_proj.bias.detach().float() if att.qkv_proj.bias is not None else None
                 self.layers.append((
                     layer.input_layernorm.weight.detach().float(), weight(qkv), bias, weight(att.o_proj.weight),
                     layer.post_attention_layernorm.weight.detach().float(), weight(mlp.gate_up_proj.weight),
@@ -71,8 +62,10 @@ class Decoder:
             # keep it at 6 or 8 bits too), which costs little, being read once a step
             self.head = QuantWeight(model.lm_head.weight, "int8" if quantize == "int4" else quantize, dtype)
             cos, sin = model.rotary(0, self.max_len)  # [max_len, D]
+        # rotate_half(x) = [-x2, x1] = roll(x, D/2) * [-1.., +1..]: the sign goes into the sin table
+        sign = torch.cat([-torch.ones(D // 2), torch.ones(D // 2)]).to(sin.device)
         self.cos = cos.float().repeat(1, H + KV).contiguous()  # q and k of every head
-        self.sin = sin.float().repeat(1, H + KV).contiguous()
+        self.sin = (sin.float() * sign).repeat(1, H + KV).contiguous()
         self.k = [torch.zeros(KV, self.max_len, D, device=device) for _ in self.layers]
         self.v = [torch.zeros(KV, self.max_len, D, device=device) for _ in self.layers]
         self.length = 0
@@ -125,10 +118,11 @@ class Decoder:
             qkv = qkv_w(F.rms_norm(x, (C,), n1, eps))
             if bias is not None:
                 qkv = qkv + bias
-            qk = qkv[:, :QK] * cos + qkv[:, QK:2 * QK] * sin
+            qk = qkv[:, :QK]
+            qk = qk * cos + qk.view(T, H + KV, D).roll(D // 2, dims=-1).view(T, QK) * sin
             ck, cv = self.k[i], self.v[i]
             ck[:, pos:pos + T] = qk[:, Q:].view(T, KV, D).transpose(0, 1)
-            cv[:, pos:pos + T] = qkv[:, 2 * QK:].view(T, KV, D).transpose(0, 1)
+            cv[:, pos:pos + T] = qkv[:, QK:].view(T, KV, D).transpose(0, 1)
             keys, values = ck[:, :pos + T], cv[:, :pos + T]
             if T == 1:  # the G query heads of a key/value head attend together: no copies of the keys
                 y = F.scaled_dot_product_attention(qk[:, :Q].view(1, KV, G, D), keys[None], values[None])
