@@ -97,10 +97,14 @@ class GPTSampleOptions:
     top_k: int | None = _opt(None, "Sample among the k likeliest tokens only (none: off).")
     top_p: float | None = _opt(None, "Nucleus sampling: the smallest set of tokens with this much probability "
                                      "(none: off).")
+    quantize: str = _opt("none", "Weights while decoding: none (as stored), bf16, int8 or int4 (the integer "
+                                 "formats on the CPU; faster for large models, see docs/chat.md).")
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
             raise ValueError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+        if self.quantize not in ("none", "bf16", "int8", "int4"):
+            raise ValueError(f"--quantize must be none, bf16, int8 or int4, got {self.quantize!r}")
         if not 0 <= self.temperature < float("inf"):  # refuses nan too
             raise ValueError(f"--temperature must be a finite number >= 0 (0 is greedy), got {self.temperature}")
         if self.top_k is not None and self.top_k < 1:

@@ -279,9 +279,25 @@ def sample(job: Any) -> Any:
     if len(ids) > model.block_size:
         gentool.warn(f"--prompt is {len(ids)} tokens, longer than the model's context of {model.block_size}: "
                      f"the model sees only its last {model.block_size} tokens")
+    decoder = _decoder(model, opts.quantize, job.device)  # built once: its weights serve every sample
     texts = []
     for _ in range(job.n):
-        out = list(generate(model, ids, max_new_tokens=opts.max_tokens, temperature=opts.temperature,
+        out = list(generate(decoder or model, ids, max_new_tokens=opts.max_tokens, temperature=opts.temperature,
                             top_k=opts.top_k, top_p=opts.top_p, generator=job.generator, stop_ids={tok.eot_id}))
         texts.append(opts.prompt + tok.decode(out))
     return gentool.SampleResult(texts=texts)
+
+
+def _decoder(model: Any, quantize: str, device: Any) -> Any:
+    """The fast decoder for sampling, its weights in ``quantize`` (None: decode through the model)."""
+    import torch
+
+    from gentool_gpt.decoder import Decoder
+    from gentool_gpt.quantize import available
+
+    if quantize in ("int8", "int4") and (torch.device(device).type != "cpu" or not available(quantize)):
+        raise gentool.ConfigError(f"--quantize {quantize} decodes on a CPU whose PyTorch has the kernel; "
+                                  f"use none or bf16 here")
+    fmt = quantize if quantize in ("int8", "int4") else "none"
+    return Decoder.build(model, model.block_size, quantize=fmt,
+                         dtype=torch.bfloat16 if quantize == "bf16" else torch.float32)

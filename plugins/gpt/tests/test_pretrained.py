@@ -266,3 +266,18 @@ def test_gentool_serve_answers_with_the_gguf_model(smollm2_gguf, tmp_path):
         from gentool.serve import prepare
 
         prepare(ServeConfig(runs=tmp_path / "runs", quantize="int3"), runs_given=True)
+
+
+def test_sample_continues_a_prompt_with_quantized_weights(smollm2_gguf, tmp_path):
+    import os
+
+    from gentool_gpt.quantize import available
+
+    env = {**os.environ, "GENTOOL_PLUGINS": "gpt", "GENTOOL_RUNS": str(tmp_path / "runs"), "OMP_NUM_THREADS": "2"}
+    for mode in [m for m in ("int8", "int4") if available(m)]:
+        proc = invoke("sample", "gpt", "-c", str(smollm2_gguf), "-n", "1", "--prompt", "The capital of France is",
+                      "--temperature", "0", "--max-tokens", "6", "--quantize", mode, "--out", str(tmp_path / mode), env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "Paris" in (tmp_path / mode / "samples.txt").read_text()
+    proc = invoke("sample", "gpt", "-c", str(smollm2_gguf), "--quantize", "int3", env=env)
+    assert proc.returncode != 0 and "--quantize must be none, bf16, int8 or int4" in proc.stderr
