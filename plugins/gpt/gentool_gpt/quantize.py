@@ -115,27 +115,35 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def measure(width: int, modes: tuple[str, ...] = MODES, repeats: int = 40) -> dict[str, float]:
-    """Microseconds per product of a ``[4 * width, width]`` weight with one token, per mode, on
-    this CPU with the current thread count (median of ``repeats``): what decoding a token costs."""
+def measure(width: int, modes: tuple[str, ...] = MODES, repeats: int = 5) -> dict[str, float]:
+    """Microseconds per product of a ``[4 * width, width]`` weight with one token, per mode, on this
+    CPU with the current thread count: what decoding costs a token, weight by weight.
+
+    Decoding reads weights from memory, not from the caches, so the products run over a stack of
+    such weights of 32 MB in float32 (a model's worth of layers), one after the other; the fastest
+    of ``repeats`` passes is reported (the least disturbed by other work on a shared machine)."""
     import time
 
     gen = torch.Generator().manual_seed(0)
-    w = torch.randn(4 * width, width, generator=gen)
+    count = max(2, min(64, (32 << 20) // (16 * width * width)))
+    base = torch.randn(4 * width, width, generator=gen)
+    weights = [base.roll(i, dims=0) for i in range(count)]  # distinct memory, the same values' spread
     x = torch.randn(1, width, generator=gen)
     out: dict[str, float] = {}
     for mode in modes:
         if not available(mode):
             continue
-        q = QuantWeight(w, mode)
-        for _ in range(5):
+        stack = [QuantWeight(w, mode) for w in weights]
+        for q in stack:
             q(x)
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
-            q(x)
-            times.append(time.perf_counter() - t)
-        out[mode] = sorted(times)[len(times) // 2] * 1e6
+            for q in stack:
+                q(x)
+            times.append((time.perf_counter() - t) / count)
+        out[mode] = min(times) * 1e6
+        del stack
     return out
 
 
@@ -147,7 +155,7 @@ def choose(width: int, allowed: tuple[str, ...]) -> tuple[str, str]:
 
     from gentool import cache_dir
 
-    key = f"{_cpu_name()}|torch {torch.__version__}|{torch.get_num_threads()} threads|width {width}"
+    key = f"{_cpu_name()}|torch {torch.__version__}|{torch.get_num_threads()} threads|width {width}|v2"
     path = cache_dir() / "gpt_quantize.json"
     try:
         table = json.loads(path.read_text(encoding="utf-8"))
@@ -169,4 +177,4 @@ def choose(width: int, allowed: tuple[str, ...]) -> tuple[str, str]:
     candidates = [m for m in allowed if m in times]
     best = min(candidates, key=lambda m: times[m]) if candidates else "none"
     said = ", ".join(f"{m} {times[m]:.0f} us" for m in candidates)
-    return best, f"auto: fastest here of {said} (one token through a {4 * width}x{width} weight)"
+    return best, f"auto: fastest here of {said} (one token through a {4 * width}x{width} weight, from memory)"

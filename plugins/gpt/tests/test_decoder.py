@@ -91,3 +91,29 @@ def test_bfloat16_weights_decode_close_to_float32():
     b = Decoder(model, 48, dtype=torch.bfloat16).prefill(x)
     assert b.dtype == torch.float32
     assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.99
+
+
+def test_auto_picks_the_fastest_allowed_format_and_measures_once_per_machine(tmp_path, monkeypatch):
+    from gentool_gpt import quantize
+
+    monkeypatch.setenv("GENTOOL_CACHE", str(tmp_path))
+    calls = []
+
+    def fake(width):
+        calls.append(width)
+        return {"none": 400.0, "bf16": 200.0, "int8": 60.0, "int4": 50.0}
+
+    monkeypatch.setattr(quantize, "measure", fake)
+    assert quantize.choose(64, ("none", "int8"))[0] == "int8"  # int4 not allowed: an 8-bit or float file
+    best, note = quantize.choose(64, ("none", "int8", "int4"))
+    assert best == "int4" and "int4 50 us" in note and "int8 60 us" in note
+    assert calls == [64]  # the second decision came from the cache
+    assert quantize.choose(128, ("none",))[0] == "none" and calls == [64, 128]
+
+
+def test_measure_times_every_available_format():
+    from gentool_gpt.quantize import measure
+
+    times = measure(64, repeats=2)
+    assert set(times) == {m for m in ("none", "bf16", "int8", "int4") if available(m)}
+    assert all(t > 0 for t in times.values())
