@@ -3,7 +3,12 @@
     python benchmarks/boltzmann_quality.py [--rbm-epochs 20] [--dbn-epochs 10] [--dbm-epochs 10] [--ais-runs 100]
                                            [--ais-steps 14500] [--only rbm|dbn|dbm] [--device cpu|cuda]
                                            [--binarize sample|threshold] [--keep DIR] [--lr LR] [--set KEY=VALUE ...]
-                                           [--train-seconds S]
+                                           [--train-seconds S] [--rbm-defaults] [--seed S]
+
+``--rbm-defaults`` trains the rbm with its defaults alone, as a user who passes no option does
+(`gentool train rbm --data ../shared/data/mnist --epochs N --seed S`; the defaults are the recipe
+measured for MNIST: 500 hidden units, PCD-1, batch 50, lr 0.05 decaying linearly to 0); without it
+the rbm plan pins the options of the earlier rows in docs/benchmarks.md (batch 100, ...).
 
 Trains each model through the real command line on ../shared/data/mnist (60,000 training
 digits), then runs `gentool evaluate --json` on the 10,000 test digits, and prints the figure
@@ -67,6 +72,19 @@ def train_until(args: list[str], env: dict[str, str], seconds: float | None) -> 
     return False
 
 
+def cpu_name() -> str:
+    """The CPU's model name (figures depend on it), from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def epochs_done(model_runs: Path) -> int:
     """Epochs recorded in the newest run's metrics.jsonl under ``model_runs``."""
     logs = sorted(model_runs.glob("*/metrics.jsonl"), key=lambda f: f.stat().st_mtime)
@@ -91,6 +109,9 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a model option on top of the plan (repeatable; e.g. --set k=25 --set method=cd)")
     p.add_argument("--lr", type=float, help="learning rate instead of the plan's")
+    p.add_argument("--rbm-defaults", action="store_true",
+                   help="train the rbm with its defaults alone (only --epochs and --seed; --set, --lr still apply)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (the evaluation's binarisation uses 0)")
     p.add_argument("--train-seconds", type=float,
                    help="stop training after this long (Ctrl-C: the run saves and stops) and evaluate what was saved")
     args = p.parse_args()
@@ -105,12 +126,17 @@ def main() -> None:
         "dbm": ["--epochs", str(args.dbm_epochs), "--batch-size", "100", "--lr", "0.005",
                 "--set", "layers=500,1000", "--set", f"binarize={args.binarize}"],
     }
+    if args.rbm_defaults:
+        plans["rbm"] = ["--epochs", str(args.rbm_epochs)] + (["--lr", "0"] if args.lr is not None else [])
     for model in plans:
+        plans[model] += ["--seed", str(args.seed)]
         if args.lr is not None:
             i = plans[model].index("--lr")
             plans[model][i + 1] = str(args.lr)
         for kv in args.overrides:
             plans[model] += ["--set", kv]
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch threads from OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()[0]:.1f} at the start", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         tmp = str(args.keep) if args.keep else scratch
         env = {**os.environ, "GENTOOL_RUNS": str(Path(tmp) / "runs"), "GENTOOL_CACHE": str(Path(tmp) / "cache"),

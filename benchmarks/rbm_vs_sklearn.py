@@ -55,8 +55,8 @@ def train_gentool(data, epochs: int, lr: float, precision: str):
     from gentool_boltzmann.configs import RBMConfig
     from gentool_boltzmann.rbm import RBMTask
 
-    cfg = RBMConfig(hidden=500, method="pcd", k=1, momentum=0.0, weight_decay=0.0, lr_schedule="constant",
-                    binarize="none")  # the data is binarised already, as scikit-learn's is
+    cfg = RBMConfig(hidden=500, method="pcd", k=1, k_schedule=(), momentum=0.0, weight_decay=0.0,
+                    lr_schedule="constant", binarize="none")  # the data is binarised already, as scikit-learn's is
     seed_everything(0)
     with tempfile.TemporaryDirectory() as tmp:
         run = Run("rbm", "bench", Path(tmp) / "bench")

@@ -22,7 +22,7 @@ SPECS = [
     ModelSpec("bm", FAMILY, "General Boltzmann machine (visible-visible and hidden-hidden links) for small inputs",
               BMConfig, epochs=30, batch_size=20, lr=0.05, **_VERBS),
     ModelSpec("rbm", FAMILY, "Restricted Boltzmann machine: Bernoulli or Gaussian visible, CD-k/PCD-k, AIS likelihood",
-              RBMConfig, epochs=20, batch_size=20, lr=0.1, **_VERBS),
+              RBMConfig, epochs=20, batch_size=200, lr=0.05, **_VERBS),
     ModelSpec("dbn", FAMILY, "Deep belief network: RBMs stacked and trained greedily, sampled top-down",
               DBNConfig, epochs=20, batch_size=20, lr=0.1, **_VERBS),
     ModelSpec("dbm", FAMILY, "Deep Boltzmann machine: greedy pretraining, then mean-field and persistent chains",

@@ -69,7 +69,12 @@ def test_the_rbm_trains_on_the_seeded_draw(runs):
 
 def test_k_schedule_is_checked_when_the_options_are_read():
     assert RBMConfig(k=2, k_schedule=("11:5", "3:3")).k_steps() == [(1, 2), (3, 3), (11, 5)]
-    for bad in ("3", "3:0", "0:3", "x:2", "3:2:1"):
+    half = RBMConfig(k_schedule=("50%:3", "90%:5"))
+    assert half.k_steps(100) == [(1, 1), (51, 3), (91, 5)] and half.k_steps(20) == [(1, 1), (11, 3), (19, 5)]
+    assert [half.k_at(e, 20) for e in (9, 10, 17, 18)] == [1, 3, 3, 5]
+    with pytest.raises(ValueError, match="epochs"):
+        half.k_at(0)
+    for bad in ("3", "3:0", "0:3", "x:2", "3:2:1", "101%:2", "-5%:2"):
         with pytest.raises(ConfigError, match="k_schedule"):
             build_config(RBMConfig, {"k_schedule": bad})
     with pytest.raises(ConfigError, match="momentum_final"):
@@ -96,7 +101,7 @@ def test_k_and_momentum_change_at_the_stated_epochs(runs, monkeypatch):
     monkeypatch.setattr(rbm_module.RBM, "sample_visible", counting_sample_visible)
     monkeypatch.setattr(rbm_module.RBMTask, "training_step", recording_step)
     gentool.train("rbm", data="digits", epochs=4, batch_size=200, seed=0, quiet=True, hidden=8, method="cd",
-                  k_schedule="2:3,4:5", momentum=0.5, momentum_final=0.9, momentum_epochs=2, sample_steps=5)
+                  k_schedule="2:3,75%:5", momentum=0.5, momentum_final=0.9, momentum_epochs=2, sample_steps=5)
     by_epoch = {e: {(k, m) for ee, k, m in seen if ee == e} for e in (1, 2, 3, 4)}
     assert by_epoch == {1: {(1, 0.5)}, 2: {(3, 0.5)}, 3: {(3, 0.9)}, 4: {(5, 0.9)}}, by_epoch
 
@@ -107,7 +112,8 @@ def test_momentum_and_weight_decay_change_the_update_as_the_formula_says(monkeyp
     u1 = g1 + d W0, W1 = W0 - lr u1; u2 = m u1 + g2 + d W1, W2 = W1 - lr u2; the biases the same
     without d. From epoch momentum_epochs + 1 on, m is momentum_final."""
     lr, d = 0.1, 0.01
-    cfg = RBMConfig(hidden=3, momentum=0.5, momentum_final=0.9, momentum_epochs=1, weight_decay=d, binarize="threshold")
+    cfg = RBMConfig(hidden=3, momentum=0.5, momentum_final=0.9, momentum_epochs=1, weight_decay=d, binarize="threshold",
+                    k_schedule=())
     task = rbm_module.RBMTask(cfg, grey(20, 2, 200), lr, 0)
     net = task.rbm
     g = torch.Generator().manual_seed(0)
