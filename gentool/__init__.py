@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-__version__ = "0.1.0"
+from gentool import registry_access as _registry_access
+from gentool.version import __version__
 
 #: Marker for hook implementations in plugins: ``@gentool.hookimpl``.
 hookimpl = pluggy.HookimplMarker("gentool")
@@ -37,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     "TrainedRun": "gentool.engine", "Samples": "gentool.engine", "Evaluation": "gentool.engine",
     "SavedSamples": "gentool.sampling",
     # records hooks receive and return
-    "ModelSpec": "gentool.api", "DatasetSpec": "gentool.api", "TrainOptions": "gentool.api",
+    "ModelSpec": "gentool.api", "DatasetSpec": "gentool.data.spec", "TrainOptions": "gentool.api",
     "TrainJob": "gentool.api", "SampleJob": "gentool.api", "SampleResult": "gentool.api",
     "EvaluateJob": "gentool.api", "EvaluateResult": "gentool.api", "NoOptions": "gentool.api",
     "DiscriminateJob": "gentool.api",
@@ -81,6 +82,16 @@ _SUBMODULES = {"metrics", "data", "testing", "hookspecs", "api", "errors", "repo
 _LIGHT = {"gentool.api", "gentool.engine", "gentool.errors", "gentool.report", "gentool.config", "gentool.io",
           "gentool.paths", "gentool.data.names", "gentool.sampling", "gentool.chat", "gentool.tools"}
 __all__ = ["__version__", "hookimpl", *sorted(n for n, m in _EXPORTS.items() if m in _LIGHT)]
+
+
+def _process_registry() -> Any:
+    from gentool.plugins import get_registry
+
+    return get_registry()
+
+
+#: The modules below gentool.plugins (data, chat, tools) reach the registry through this.
+_registry_access.provide(_process_registry)
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
+from gentool.data.spec import DatasetSpec  # handed on with the other records
+
 if TYPE_CHECKING:
     import torch
 
@@ -249,17 +251,3 @@ class EvaluateResult:
     def as_dict(self) -> dict[str, Any]:
         """``{"metrics": ..., "settings": ..., "warnings": [...]}`` (JSON-able)."""
         return {"metrics": dict(self.metrics), "settings": dict(self.settings), "warnings": list(self.warnings)}
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A named data set as a plugin registers it.
-
-    ``loader`` is called as ``loader(split=..., image_size=..., channels=...)`` and returns an
-    :class:`ImageDataset` or :class:`TextDataset`; ``kind`` is ``"image"`` or ``"text"``.
-    """
-
-    name: str
-    summary: str
-    loader: Callable[..., "ImageDataset | TextDataset"]
-    kind: str = "image"

@@ -123,7 +123,7 @@ def open_chat(ref: str | None = None, device: str = "auto", *, quantize: str = "
     import os
 
     from gentool.devices import pick_device
-    from gentool.plugins import get_registry
+    from gentool.registry_access import get_registry
 
     if ref is not None and (not isinstance(ref, (str, os.PathLike)) or not str(ref).strip()):
         raise GentoolError(f"the chat model must be a non-empty string or path (or None), got {type(ref).__name__} "

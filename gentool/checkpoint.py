@@ -494,14 +494,14 @@ def save_checkpoint(
     """
     from safetensors.torch import save
 
-    import gentool
+    from gentool.version import __version__
 
     tensors: dict[str, torch.Tensor] = {}
     counts = {name: sum(p.numel() for p in module.parameters()) for name, module in modules.items()}
     for name, module in modules.items():
         for key, value in module.state_dict().items():
             tensors[f"{name}.{key}"] = value.detach().to("cpu").contiguous()
-    doc = {"gentool_version": gentool.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    doc = {"gentool_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "parameters": counts, **meta}
     if train_state is not None:
         state_tensors, state_doc = train_state

@@ -27,7 +27,7 @@ from gentool.errors import ConfigError, GentoolError, PluginError
 if TYPE_CHECKING:
     import typer
 
-    from gentool.api import DatasetSpec
+    from gentool.data.spec import DatasetSpec
 
 GROUP = "gentool"
 ROUTED_HOOKS = ("gentool_train", "gentool_sample", "gentool_evaluate", "gentool_discriminate")

@@ -137,7 +137,7 @@ def find_files(items: "list[str | Path]", suffixes: "set[str] | frozenset[str]")
 def list_tools() -> dict[str, Tool]:
     """Every tool of every loaded plugin, by name (a name taken twice: the first plugin's; a plugin
     whose hook raises is noted in ``gentool plugins`` and skipped)."""
-    from gentool.plugins import get_registry
+    from gentool.registry_access import get_registry
 
     reg = get_registry()
     found: dict[str, Tool] = {}

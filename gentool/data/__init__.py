@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gentool.api import DatasetSpec
+from gentool.data.spec import DatasetSpec
 
 if TYPE_CHECKING:
     from gentool.data.checks import check_trainable

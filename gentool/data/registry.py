@@ -11,9 +11,9 @@ import difflib
 from pathlib import Path
 from typing import Mapping, Union
 
-from gentool.api import DatasetSpec
 from gentool.data.datasets import ImageDataset, TextDataset, check_split
 from gentool.data.names import BUILTIN_DATASET_NAMES
+from gentool.data.spec import DatasetSpec
 from gentool.data.transforms import check_channels, check_image_size, finish
 from gentool.errors import DataError, PluginError
 
@@ -152,7 +152,7 @@ def load_dataset(
         check_channels(channels)
     spec = default if spec is None else str(spec)
     if extra is None:
-        from gentool.plugins import get_registry
+        from gentool.registry_access import get_registry
 
         extra = get_registry().datasets
     try:
