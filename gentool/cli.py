@@ -360,8 +360,10 @@ def _describe_file(path: Path) -> "dict[str, Any] | None":
     """What a plugin says of a model file that is not a gentool checkpoint (``gentool_describe_file``)."""
     from gentool.plugins import get_registry
 
-    if not path.exists():
-        return None  # load_checkpoint says "not found" in its words
+    from gentool.engine import _holds_checkpoint
+
+    if not path.exists() or (path.is_dir() and _holds_checkpoint(path)):
+        return None  # not found, or a run folder or a gentool push: the usual rules say what it is
     return get_registry().pm.hook.gentool_describe_file(path=path)
 
 

@@ -118,7 +118,8 @@ def _device_text(device: str) -> str:
 class GPTBackend(Backend):
     """A gentool ``gpt`` checkpoint with our chat template and KV-cache decoding."""
 
-    def __init__(self, checkpoint: str | os.PathLike, device: "torch.device | str" = "cpu"):
+    def __init__(self, checkpoint: str | os.PathLike, device: "torch.device | str" = "cpu",
+                 quantize: str = "auto"):
         super().__init__()
         from gentool import load_checkpoint
 
@@ -130,6 +131,16 @@ class GPTBackend(Backend):
         self.device = str(device)
         _threads_for(self.model, device)
         self.context_length = int(self.model.block_size)
+        self.n_parameters = sum(p.numel() for p in self.model.parameters())
+        self.weights = "float32 (the trained weights)"
+        if quantize in ("bf16", "int8", "int4"):  # asked for: our decoder over those weights
+            import torch
+
+            from gentool_gpt.decoder import Decoder
+
+            self.model = Decoder(self.model, self.context_length, quantize="none" if quantize == "bf16" else quantize,
+                                 dtype=torch.bfloat16 if quantize == "bf16" else torch.float32)
+            self.weights = f"{quantize} (as asked)"
         sp = self.tokenizer.special
         # Any special token but <|unk|> ends the turn: <|eot|> is the template's end, and a role
         # token or <|bos|> means the model began another turn instead of closing its own.
@@ -171,9 +182,10 @@ class GPTBackend(Backend):
     def describe(self) -> dict[str, str]:
         cfg = self.checkpoint.config
         sft = cfg.get("sft") or (self.checkpoint.extra.get("sft_file") if self.checkpoint.extra.get("kind") == "sft" else None)
-        n = sum(p.numel() for p in self.model.parameters())
+        n = self.n_parameters
         return {
             "model": f"gentool gpt {self.path}",
+            "weights": self.weights,
             "backend": "gentool (KV-cache decoding)",
             "device": _device_text(self.device),
             "parameters": f"{n:,}",
@@ -376,13 +388,19 @@ def open_backend(ref: str | None, device: "torch.device | str" = "cpu", *, quant
     if ref is not None and not ref.startswith("hf://") and is_gguf(Path(ref).expanduser()):
         return _pretrained(ref, device, quantize, context)
     kind, where = resolve_model(ref)
-    if kind == "gpt":
-        return GPTBackend(where, device)
-    folder = _hf_folder(where)
+    folder = _hf_folder(where) if kind == "hf" else None
     if folder is not None and _decodes_itself(folder):
         return _pretrained(str(folder) if where.count("/") != 1 or Path(where).exists() else where,
                            device, quantize, context)
-    return HFBackend(str(folder) if folder is not None else where, device)
+    if context is not None:
+        raise GentoolError("--context is for pretrained models (a .gguf, a Llama-family Hugging Face folder); "
+                           "this model keeps its own")
+    if kind == "gpt":
+        return GPTBackend(where, device, quantize=quantize)
+    if quantize not in ("auto", "none"):
+        raise GentoolError(f"--quantize {quantize} is for models gentool decodes itself; transformers runs this one "
+                           "as it is")
+    return HFBackend(where, device)  # transformers looks a hub id up itself (its files, its own way)
 
 
 def _pretrained(ref: str, device: "torch.device | str", quantize: str, context: int | None) -> Backend:

@@ -79,8 +79,12 @@ def register(app: Any) -> None:
 
         settings = Settings(temperature=temperature, top_k=top_k, top_p=top_p, max_tokens=max_tokens,
                             seed=seed).check(flags=True)
+        from gentool_gpt.pretrained_chat import QUANTIZE
+
         if context is not None and context < 2:
             raise GentoolError(f"--context must be at least 2, not {context}")
+        if quantize not in QUANTIZE:  # before any model loads
+            raise GentoolError(f"--quantize must be one of {', '.join(QUANTIZE)}, not {quantize!r}")
         code = run(model, settings, system=system, message=message, device=device, quantize=quantize,
                    context=context)
         raise typer.Exit(code)

@@ -38,15 +38,19 @@ UNKNOWN_WARN = 0.01
 
 @torch.no_grad()
 def text_metrics(model: Any, tokenizer: Any, text: str, device: torch.device,
-                 block_size: int | None = None) -> dict[str, float]:
+                 block_size: int | None = None, fit: bool = False) -> dict[str, float]:
     """Loss (nats per token), perplexity and bits per character over all of ``text``, scored in
-    consecutive windows of ``block_size`` tokens (default: the model's context)."""
+    consecutive windows of ``block_size`` tokens (default: the model's context); with ``fit``, a
+    text shorter than one window is scored in one window of its own length."""
     T = block_size or model.block_size
     stream = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    if fit and len(stream) >= 3:
+        T = min(T, len(stream) - 1)
     try:
         x, y = eval_windows(stream, T)
     except ValueError as exc:  # a held-out text shorter than one context window
-        raise DataError(f"{exc}: give a longer text with --data FILE") from None
+        raise DataError(f"{exc}: give a longer text with --data FILE (--split all scores the whole file, "
+                        "not its last tenth)") from None
     total, count = _score(model, x, y, device)
     scored = y.reshape(-1).tolist()  # an <|unk|> stood for one character of the text
     unk = getattr(tokenizer, "unk_id", None)
@@ -154,7 +158,7 @@ def evaluate(job: Any) -> gentool.EvaluateResult:
     if source:  # a long-context model: windows of PRETRAINED_WINDOW tokens (attention grows as its square)
         window = min(window, PRETRAINED_WINDOW)
     before = tok.unknown_count
-    metrics.update(text_metrics(model, tok, job.data.text, job.device, block_size=window))
+    metrics.update(text_metrics(model, tok, job.data.text, job.device, block_size=window, fit=bool(source)))
     unknown = tok.unknown_count - before
     settings["text_data"] = f"{data_name} ({job.data_split} split)"
     settings["text_windows"] = f"{window} tokens"

@@ -56,11 +56,12 @@ def gentool_open_chat(ref, device, options):
 
 
 @hookimpl
-def gentool_open_checkpoint(path, model):
-    """``-c FILE.gguf`` or ``-c FOLDER`` (Hugging Face) for sample and evaluate: a ``gpt`` checkpoint."""
+def gentool_open_checkpoint(path):
+    """``-c FILE.gguf`` or ``-c FOLDER`` (Hugging Face) for sample and evaluate: a ``gpt`` checkpoint
+    (the core refuses it, naming gpt, where the user asked for another model)."""
     from gentool_gpt.pretrained import as_checkpoint
 
-    return as_checkpoint(path, model)
+    return as_checkpoint(path)
 
 
 @hookimpl

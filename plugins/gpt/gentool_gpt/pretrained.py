@@ -214,10 +214,12 @@ def gpt_config(hf_config: Mapping[str, Any], context: int | None = None) -> "GPT
         rope_scaling=dict(scaling) if scaling else None)
 
 
-def build_model(cfg: "GPTConfig", tensors: Mapping[str, "torch.Tensor"], where: str,
+def build_model(cfg: "GPTConfig", tensors: dict[str, "torch.Tensor"], where: str,
                 dtype: "torch.dtype | None" = None) -> "GPT":
     """Our GPT with ``tensors`` (transformers' names) as its weights, built on the meta device so
-    no memory goes to a random initialisation; q/k/v and gate/up are stacked here."""
+    no memory goes to a random initialisation; q/k/v and gate/up are stacked here. ``tensors`` is
+    emptied as it goes (each source tensor is dropped once it is stacked), so opening a model needs
+    about one copy of its weights, not two."""
     import torch
 
     from gentool_gpt.model import GPT, RotaryEmbedding
@@ -225,7 +227,7 @@ def build_model(cfg: "GPTConfig", tensors: Mapping[str, "torch.Tensor"], where: 
     def take(name: str) -> "torch.Tensor":
         if name not in tensors:
             raise CheckpointError(f"{where} lacks the tensor {name}")
-        t = tensors[name]
+        t = tensors.pop(name)
         return t.to(dtype) if dtype is not None and t.is_floating_point() else t
 
     state: dict[str, torch.Tensor] = {}
@@ -292,17 +294,37 @@ def hub_folder(ref: str) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise GentoolError("opening a hub id needs huggingface_hub: pip install 'gentool-gpt[hf]'") from None
-    patterns = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model"]
+    patterns = ["*.json", "*.jinja"]
     try:
-        return Path(snapshot_download(ref, allow_patterns=patterns, local_files_only=True))
+        folder = Path(snapshot_download(ref, allow_patterns=patterns + ["*.safetensors"], local_files_only=True))
+        if _weight_files(folder):
+            return folder
     except Exception:
         if offline():
             raise GentoolError(f"{ref!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set") from None
-    try:
-        return Path(snapshot_download(ref, allow_patterns=patterns))
+    try:  # the JSON files first, then only the weights the index names (not a second, consolidated copy)
+        folder = Path(snapshot_download(ref, allow_patterns=patterns))
+        names = _weight_files(folder, listed_only=True) or ["model.safetensors"]
+        return Path(snapshot_download(ref, allow_patterns=patterns + names))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GentoolError(f"cannot fetch {ref!r} from the hub: {first}") from None
+
+
+def _weight_files(folder: Path, listed_only: bool = False) -> list[str]:
+    """The safetensors files that hold a folder's weights: those its index names, else
+    ``model.safetensors``, else every ``*.safetensors`` there (``listed_only``: the index's alone)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            return sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+            raise CheckpointError(f"{index} is unreadable: {exc}") from None
+    if listed_only:
+        return []
+    if (folder / "model.safetensors").is_file():
+        return ["model.safetensors"]
+    return sorted(p.name for p in folder.glob("*.safetensors"))
 
 
 def read_hf_config(folder: Path) -> dict[str, Any]:
@@ -316,24 +338,18 @@ def read_hf_config(folder: Path) -> dict[str, Any]:
 
 
 def _hf_tensors(folder: Path) -> dict[str, "torch.Tensor"]:
-    """Every tensor of a folder's safetensors weights (sharded or not), memory-mapped."""
+    """Every tensor of a folder's safetensors weights (sharded or not)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (OSError, ValueError, KeyError, AttributeError) as exc:
-            raise CheckpointError(f"{index} is unreadable: {exc}") from None
-    else:
-        files = sorted(p.name for p in folder.glob("*.safetensors"))
+    files = _weight_files(folder)
     if not files:
         raise CheckpointError(f"{folder} has no safetensors weights (gentool reads no pickled .bin files)")
     out: dict[str, torch.Tensor] = {}
     for name in files:
         path = folder / name
-        if (folder / name).resolve().parent != folder.resolve():
+        if Path(name).name != name or name in (".", ".."):  # a plain file name (a hub cache's are links)
             raise CheckpointError(f"{index} points outside its folder: {name}")
         try:
             out.update(load_file(path))
@@ -469,7 +485,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def as_checkpoint(path: str | os.PathLike, model: str | None = None) -> Any:
+def as_checkpoint(path: str | os.PathLike) -> Any:
     """A pretrained model file (``.gguf``) or folder opened as an in-memory ``gpt`` checkpoint
     (``gentool_open_checkpoint``), so that ``gentool sample gpt -c`` and ``gentool evaluate gpt -c``
     take it as they take a run's checkpoint; None for what is not a pretrained model."""
@@ -478,8 +494,6 @@ def as_checkpoint(path: str | os.PathLike, model: str | None = None) -> Any:
     from gentool import Checkpoint
 
     path = Path(path)
-    if model not in (None, "gpt"):
-        return None
     if not ((path.is_file() and is_gguf(path)) or (path.is_dir() and (path / "config.json").is_file())):
         return None
     opened = open_pretrained(str(path))

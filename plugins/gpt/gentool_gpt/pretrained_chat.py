@@ -29,6 +29,21 @@ def _low_bit(quantization: str) -> bool:
     return bool(re.search(r"\b(I?Q[2-5])", quantization or ""))
 
 
+def check_quantize(quantize: str, device: "torch.device | str") -> None:
+    """Refuse (one line) a ``--quantize`` value this machine cannot decode in."""
+    import torch
+
+    from gentool_gpt.quantize import available
+
+    if quantize not in QUANTIZE:
+        raise GentoolError(f"--quantize must be one of {', '.join(QUANTIZE)}, not {quantize!r}")
+    kind = torch.device(device).type
+    if kind != "cpu" and quantize in ("int8", "int4"):
+        raise GentoolError(f"--quantize {quantize} decodes on the CPU only; on {kind} use none or bf16")
+    if kind == "cpu" and quantize != "auto" and not available(quantize):
+        raise GentoolError(f"this PyTorch build has no CPU kernel for {quantize} weights: use none or int8")
+
+
 def pick_format(quantize: str, device: "torch.device", width: int, source_quant: str,
                 parameters: int = 0) -> tuple[str, str]:
     """The weight format (a :data:`gentool_gpt.quantize.MODES` entry) and why it was chosen."""
@@ -36,18 +51,12 @@ def pick_format(quantize: str, device: "torch.device", width: int, source_quant:
 
     from gentool import cpu_bf16_support
 
-    from gentool_gpt.quantize import available, choose
+    from gentool_gpt.quantize import choose
 
-    if quantize not in QUANTIZE:
-        raise GentoolError(f"--quantize must be one of {', '.join(QUANTIZE)}, not {quantize!r}")
-    dev = torch.device(device)
-    if dev.type != "cpu":
-        if quantize in ("int8", "int4"):
-            raise GentoolError(f"--quantize {quantize} decodes on the CPU only; on {dev.type} use none or bf16")
+    check_quantize(quantize, device)
+    if torch.device(device).type != "cpu":
         return ("bf16", "auto: bfloat16 on a GPU") if quantize == "auto" else (quantize, "as asked")
     if quantize != "auto":
-        if not available(quantize):
-            raise GentoolError(f"this PyTorch build has no CPU kernel for {quantize} weights: use none or int8")
         return quantize, "as asked"
     if parameters < SMALL_MODEL:
         return "none", f"auto: float32 for a model under {SMALL_MODEL // 10**6}M parameters (it fits in the caches)"
@@ -67,6 +76,7 @@ class PretrainedBackend(GPTBackend):
         from gentool_gpt.pretrained import open_pretrained
 
         Backend.__init__(self)
+        check_quantize(quantize, device)  # a bad value is refused before the model loads
         opened = open_pretrained(ref, context=context)
         net = opened.model
         self.opened, self.device, self.ref = opened, str(device), ref

@@ -74,7 +74,8 @@ def test_sample_and_evaluate_options_are_typed_dataclasses_with_defaults_once():
 
     assert SPEC.sample_options is GPTSampleOptions and SPEC.evaluate_options is GPTEvaluateOptions
     sample = {f.name: f.default for f in dataclasses.fields(GPTSampleOptions)}
-    assert sample == {"prompt": "", "max_tokens": 500, "temperature": 0.8, "top_k": None, "top_p": None}
+    assert sample == {"prompt": "", "max_tokens": 500, "temperature": 0.8, "top_k": None, "top_p": None,
+                      "quantize": "none"}
     evaluate = {f.name: f.default for f in dataclasses.fields(GPTEvaluateOptions)}
     assert evaluate == {"max_tokens": 200, "temperature": 0.0, "conversations": 50}
     for cls in (GPTSampleOptions, GPTEvaluateOptions):
