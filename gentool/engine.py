@@ -245,6 +245,8 @@ def load(ref: str | os.PathLike | None = None, *, model: str | None = None, devi
     from gentool.devices import pick_device
 
     device = _name_arg("device", device)
+    ref = _ref_arg(ref)  # an empty reference is refused here, not read as the current folder
+    model = _name_arg("model", model, optional=True)
     foreign = _open_foreign(model, ref)
     if foreign is not None:  # a plugin read a file of another format (a .gguf) as a checkpoint
         return Model(_registry().model(foreign.model), foreign, foreign.path, pick_device(device))
