@@ -22,7 +22,7 @@ import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from gentool.errors import CheckpointError, ConfigError, DataError, MissingSplitError, PluginError
 from gentool.report import reporting, say, warn
@@ -38,25 +38,6 @@ if TYPE_CHECKING:
 #: Training options whose change would break an exact resume (the saved position in the data,
 #: the optimizer's and scheduler's state depend on them).
 _FIXED_ON_RESUME = ("data", "batch_size", "seed", "image_size", "lr")
-
-
-@contextlib.contextmanager
-def _caller_state_kept() -> Iterator[None]:
-    """Leave the caller's random streams and torch's thread count as they were: the API seeds and
-    sets them for its own work, not for the program that called it. (The streams are saved and
-    restored by the harness's own mechanism, the one that keeps validation off the training RNG.)"""
-    import torch
-
-    from gentool.training import _rng_untouched
-
-    threads = torch.get_num_threads()
-    cuda = torch.device("cuda") if torch.cuda.is_available() and torch.cuda.is_initialized() else torch.device("cpu")
-    try:
-        with _rng_untouched(cuda):
-            yield
-    finally:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
 
 
 def _registry() -> "Registry":
@@ -311,7 +292,7 @@ class Model:
         """
         import torch
 
-        from gentool.training import seed_everything
+        from gentool.rng import caller_state_kept, seed_everything
 
         _check_n(n)
         seed = _seed_arg(seed)
@@ -319,7 +300,7 @@ class Model:
         self._check_fits_in_memory(n)
         out_dir = _path_arg("out", out) if out is not None else Path("samples") / self.name
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        with _caller_state_kept(), reporting(quiet=quiet) as report, torch.no_grad():
+        with caller_state_kept(), reporting(quiet=quiet) as report, torch.no_grad():
             seed_everything(seed)  # for plugins that draw from the global streams too
             try:
                 result = self._draw(n, 0, n, seed, generator, opts, out_dir)
@@ -343,7 +324,7 @@ class Model:
         import torch
 
         from gentool.sampling import chunk_size, write_samples
-        from gentool.training import seed_everything
+        from gentool.rng import caller_state_kept, seed_everything
 
         _check_n(n)
         seed = _seed_arg(seed)
@@ -351,7 +332,7 @@ class Model:
         out_dir = _path_arg("out", out)
         size = chunk_size(self.checkpoint.data.get("shape"), self.spec.modality)
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        with _caller_state_kept(), reporting(quiet=quiet) as report, torch.no_grad():
+        with caller_state_kept(), reporting(quiet=quiet) as report, torch.no_grad():
             seed_everything(seed)
             saved = write_samples(lambda first, count: self._draw(count, first, n, seed, generator, opts, out_dir),
                                   n, out_dir, size=size, as_dataset=as_dataset,
@@ -421,8 +402,10 @@ class Model:
                 raise ConfigError(f"labels must be a tensor of class indices, got {type(labels).__name__}") from None
         if labels is not None and (labels.ndim != 1 or len(labels) != len(x)):
             raise ConfigError(f"labels must be one per image ([{len(x)}]), got {list(labels.shape)}")
+        from gentool.rng import caller_state_kept
+
         out = []
-        with _caller_state_kept(), torch.no_grad():
+        with caller_state_kept(), torch.no_grad():
             for s in range(0, len(x), batch_size):
                 y = labels[s: s + batch_size] if labels is not None else None
                 job = DiscriminateJob(spec=self.spec, checkpoint=self.checkpoint, images=x[s: s + batch_size],
@@ -445,7 +428,7 @@ class Model:
         ``save`` keeps the result as ``eval.json`` beside a run's checkpoint.
         """
         from gentool.api import EvaluateJob
-        from gentool.training import seed_everything
+        from gentool.rng import caller_state_kept, seed_everything
 
         spec, ckpt = self.spec, self.checkpoint
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -463,7 +446,7 @@ class Model:
         shape = ckpt.data.get("shape") or [None]
         image_size = shape[-1] if spec.modality == "image" else None
         reg = _registry()
-        with _caller_state_kept(), reporting(quiet=quiet) as report:
+        with caller_state_kept(), reporting(quiet=quiet) as report:
             seed_everything(seed)
             dataset, used = _evaluation_data(data_ref, spec.modality, split, image_size, reg,
                                              held_out=data_ref != trained_on)
@@ -871,9 +854,9 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
         cfg = build_config(spec.config, asked_model)
         run = None
 
-    from gentool.training import seed_everything
+    from gentool.rng import caller_state_kept, seed_everything
 
-    with _caller_state_kept(), reporting(quiet=quiet, main=world.is_main) as report:
+    with caller_state_kept(), reporting(quiet=quiet, main=world.is_main) as report:
         for note in notes:
             say(note)
         dev = pick_device(opts.device, local_rank=world.local_rank if world.distributed else None)

@@ -40,9 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Environment variable read by the training harness: kill this process (SIGKILL, no clean-up)
-#: right after the checkpoint written at this step. For crash tests only.
+#: Crash tests: a ``gentool`` that :func:`run_cli` or :func:`invoke` starts with this variable set
+#: is killed (SIGKILL, no clean-up) right after the ``--save-every`` checkpoint written at this
+#: step; with :data:`KILL_AFTER_BEST_ENV`, right after the ``best`` checkpoint of that epoch (before
+#: its ``last``). gentool itself reads neither: this module starts such a process through
+#: :func:`_main_with_crash_points`, which installs the harness's checkpoint callback.
 KILL_AT_STEP_ENV = "GENTOOL_TEST_KILL_AT_STEP"
+KILL_AFTER_BEST_ENV = "GENTOOL_TEST_KILL_AFTER_BEST"
 #: Environment variables that libraries read once, at import: a change needs a fresh interpreter.
 _READ_AT_IMPORT = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_")
 #: What a plugin's own modules may import from gentool.
@@ -52,8 +56,52 @@ FACADE_MODULES = frozenset({"gentool", "gentool.metrics"})
 def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = None,
             timeout: float = 900) -> subprocess.CompletedProcess:
     """Run ``gentool ARGS`` in a fresh interpreter (entry points as a user's shell sees them)."""
-    return subprocess.run([sys.executable, "-m", "gentool", *args], env=None if env is None else dict(env),
+    return subprocess.run(_command(args, os.environ if env is None else env), env=None if env is None else dict(env),
                           cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _command(args: tuple[str, ...], env: Mapping[str, str]) -> list[str]:
+    """The command line of a fresh interpreter running ``gentool ARGS`` under ``env``: ``python -m
+    gentool``, or where ``env`` names a crash point, the same killed there."""
+    if _crash_points(env):
+        return [sys.executable, "-c", "from gentool.testing import _main_with_crash_points; "
+                "_main_with_crash_points()", *args]
+    return [sys.executable, "-m", "gentool", *args]
+
+
+def _crash_points(env: Mapping[str, str]) -> dict[str, int]:
+    """The crash points ``env`` names: checkpoint kind (``last``, ``best``) -> step or epoch."""
+    points = {}
+    for kind, name in (("last", KILL_AT_STEP_ENV), ("best", KILL_AFTER_BEST_ENV)):
+        raw = env.get(name, "")
+        if raw.strip().isdigit():
+            points[kind] = int(raw)
+    return points
+
+
+def _main_with_crash_points() -> None:
+    """``gentool`` with the arguments after ``python -c CODE``, killed at the crash points that its
+    environment names (right after the checkpoint the harness reports through its callback)."""
+    from gentool import run_state
+    from gentool.cli import main
+
+    points = _crash_points(os.environ)
+
+    def crash(kind: str, number: int) -> None:
+        if points.get(kind) == number:
+            _die_now()
+
+    run_state.on_checkpoint(crash)
+    main(sys.argv[1:])
+
+
+def _die_now() -> None:
+    """End this process at once, as SIGKILL does: no clean-up, no ``finally``, no flush."""
+    import signal
+
+    if hasattr(signal, "SIGKILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    os._exit(137)
 
 
 def _fresh_only(args: tuple[str, ...], env: Mapping[str, str]) -> str | None:
@@ -122,20 +170,20 @@ def invoke(*args: str, env: Mapping[str, str] | None = None, cwd: Path | None = 
 
     env = dict(os.environ) if env is None else dict(env)
     if _fresh_only(args, env):
-        return subprocess.run([sys.executable, "-m", "gentool", *args], env=env, cwd=cwd, input=stdin,
+        return subprocess.run(_command(args, env), env=env, cwd=cwd, input=stdin,
                               capture_output=True, text=True, timeout=timeout)
     import torch
 
     from gentool import cli
-    from gentool.engine import _caller_state_kept
     from gentool.plugins import set_registry
+    from gentool.rng import caller_state_kept
 
     out, err = io.StringIO(), io.StringIO()
     saved_env, saved_cwd, saved_stdin = dict(os.environ), os.getcwd(), sys.stdin
     saved_verbs, saved_groups = list(cli.app.registered_commands), list(cli.app.registered_groups)
     added = _added_paths(env) or []
     code: int = 0
-    with _caller_state_kept(), warnings.catch_warnings():
+    with caller_state_kept(), warnings.catch_warnings():
         try:
             os.environ.clear()
             os.environ.update(env)

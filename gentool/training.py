@@ -8,28 +8,29 @@ plot each epoch, checkpoints (``last`` each epoch and every ``save_every`` steps
 monitored metric), exact resume (weights, optimizers, schedulers, RNG, position in the epoch),
 Ctrl-C (save, then exit 130), the NaN guard (stop and keep the last good checkpoint) and
 data-parallel training under ``torchrun`` (rank 0 alone writes).
+
+This module is the loop; the rest lives by concern: :mod:`gentool.run_state` (what checkpoints
+keep, saving and restoring it), :mod:`gentool.rng` (the random streams), :mod:`gentool.progress`
+(the bar and log lines) and :mod:`gentool.stopping` (Ctrl-C and SIGTERM).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-import numpy as np
 import torch
 
 from gentool import distributed
-from gentool.checkpoint import TRAIN_PREFIX, load_checkpoint, pack_state, save_checkpoint, unpack_state
-from gentool.config import config_to_dict
 from gentool.devices import autocast, check_precision, pick_device
-from gentool.errors import CheckpointError, GentoolError
+from gentool.errors import GentoolError
+from gentool.progress import Reporter
+from gentool.rng import rng_untouched, seed_everything, set_rng_state
+from gentool.run_state import NonFiniteLoss, RunState, checkpoint_written
+from gentool.stopping import GracefulStop
 
 if TYPE_CHECKING:
     from gentool.api import TrainJob
@@ -46,19 +47,6 @@ class TrainingDiverged(GentoolError):
     """A loss or weight became NaN or infinite: training stopped, the last good checkpoint kept."""
 
     exit_code = 3
-
-
-class NonFiniteLoss(Exception):
-    def __init__(self, name: str, value: float):
-        super().__init__(f"{name} = {value}")
-        self.name, self.value = name, value
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (all devices): same seed, same run on the same machine."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 class Task:
@@ -303,134 +291,6 @@ class TrainResult:
     best: Path | None = None
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "numpy": {"key": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-        "python": random.getstate(),
-    }
-
-
-@contextlib.contextmanager
-def _rng_untouched(device: torch.device) -> Iterator[None]:
-    """Run the block without moving the training RNG streams (torch, CUDA, numpy, Python).
-
-    Validation, sample grids and pictures run between epochs; if they drew from the training
-    streams, a run's weights would depend on them (and on whether a cached feature extractor had
-    to be trained first), and a resumed run would drift from an uninterrupted one.
-    """
-    state = _rng_state(device)
-    try:
-        yield
-    finally:
-        _set_rng_state(state, device)
-
-
-def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    random.setstate(state["python"])
-
-
-def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
-
-
-class _Reporter:
-    """Progress for people: a rich bar on a terminal, plain lines otherwise, nothing off rank 0."""
-
-    def __init__(self, job: "TrainJob", total: int, start: int, enabled: bool):
-        from rich.console import Console
-
-        self.console = Console(stderr=False)
-        self.enabled = enabled and not job.quiet
-        self.live = self.enabled and self.console.is_terminal
-        self.total, self.start = total, start
-        self.label = f"{job.spec.name}/{job.run.name}"
-        self.progress = None
-        if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                console=self.console, transient=False,
-            )
-            self.progress.start()
-            self.bar = self.progress.add_task(self.label, total=total, completed=start, info="")
-
-    def update(self, step: int, epoch: int, losses: Mapping[str, float], rate: float, eta: float, log_line: bool) -> None:
-        if not self.enabled:
-            return
-        info = " ".join(f"{k} {v:.4g}" for k, v in losses.items()) + f"  {rate:,.0f} samples/s"
-        if self.live:
-            self.progress.update(self.bar, completed=step, info=info, description=f"{self.label} ep {epoch + 1}")
-        elif log_line:
-            self.console.print(f"{self.label} step {step}/{self.total} epoch {epoch + 1} {info} eta {eta:.0f}s",
-                               highlight=False, soft_wrap=True, markup=False)
-
-    def say(self, text: str) -> None:
-        if self.enabled:
-            self.console.print(text, highlight=False, soft_wrap=True, markup=False)
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
-
-
-class _GracefulStop:
-    """First Ctrl-C (SIGINT) or SIGTERM: finish the current step, save, stop. A second one: stop at
-    once, unsaved. SIGTERM is what schedulers (SLURM, Kubernetes, systemd) send before they kill a
-    job, so it gets the same care as Ctrl-C."""
-
-    def __init__(self, reporter: _Reporter):
-        import signal
-        import threading
-
-        self.requested = False
-        self.hard = False
-        self.signal: int | None = None
-        self.previous: dict[int, Any] = {}
-        self.reporter = reporter
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
-                if sig is not None:
-                    self.previous[sig] = signal.signal(sig, self._handle)
-
-    @property
-    def name(self) -> str:
-        import signal
-
-        return "SIGTERM" if self.signal == getattr(signal, "SIGTERM", None) else "Ctrl-C"
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            self.hard = True
-            raise KeyboardInterrupt
-        self.requested, self.signal = True, signum
-        self.reporter.say(f"{self.name}: stopping after this step (send it again to stop at once, without saving)")
-
-    def restore(self) -> None:
-        import signal
-
-        for sig, previous in self.previous.items():
-            signal.signal(sig, previous)
-        self.previous = {}
-
-
 def fit(task: Task, job: "TrainJob") -> TrainResult:
     """Train ``task`` for ``job`` (see the module docstring for everything this takes care of)."""
     opts = job.options
@@ -461,181 +321,67 @@ class _Fit:
         self.schedulers = task.configure_schedulers(self.optimizers)
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         self.ctx = StepContext(device, precision, world, self.optimizers, task.grad_clip, self.scaler)
-        self.step = 0
-        self.position = [0, 0]  # (epoch, batches done in it) of the state in memory
-        self.best_value: float | None = None
-        self.last_metrics: dict[str, Any] = {}
-        self.pending_rng: Mapping[str, Any] | None = None
-        # running sums of the epoch's losses (saved with mid-epoch checkpoints, so that a resumed
-        # epoch's mean covers the whole epoch, as an uninterrupted run's does)
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-        kill = os.environ.get("GENTOOL_TEST_KILL_AT_STEP", "")  # crash tests (gentool.testing)
-        self.kill_at = int(kill) if kill.strip().isdigit() else None
-        kill = os.environ.get("GENTOOL_TEST_KILL_AFTER_BEST", "")  # ... and the epoch end's crash window
-        self.kill_after_best = int(kill) if kill.strip().isdigit() else None
-
-    # -- checkpoints -----------------------------------------------------------------------
-    def meta(self) -> dict[str, Any]:
-        opts, spec = self.opts, self.spec
-        return {
-            "model": spec.name, "plugin": spec.plugin, "plugin_version": spec.plugin_version,
-            "family": spec.family, "modality": spec.modality, "config": config_to_dict(self.job.config),
-            "train": {**vars(opts), "precision": self.precision, "device": self.device.type,
-                      "world_size": self.world.size},
-            "data": self.job.data.info(), "run": self.run_.name, "extra": self.task.checkpoint_meta(),
-            **({"finetuned_from": self.job.base} if getattr(self.job, "base", None) else {}),
-        }
-
-    def before_checkpoint(self) -> None:
-        """The task's :meth:`Task.before_checkpoint`, on every process, off the training RNG."""
-        with torch.no_grad(), _rng_untouched(self.device):
-            self.task.before_checkpoint()
-
-    def save_last(self) -> Path | None:
-        if not self.world.is_main:
-            return None
-        _check_weights(self.modules)
-        state = {
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-            "rng": _rng_state(self.device),
-            "position": {"epoch": self.position[0], "batch": self.position[1], "step": self.step},
-            "best": self.best_value,
-            "task": self.task.extra_state(),
-            "epoch_losses": {"sums": dict(self.sums), "counts": dict(self.counts)},
-        }
-        tensors, doc = pack_state(state)
-        meta = {**self.meta(), "step": self.step, "epoch": self.position[0], "metrics": self.last_metrics}
-        return save_checkpoint(self.run_.last, self.modules, meta, train_state=(tensors, doc))
-
-    def save_best(self, monitor: str | None) -> None:
-        save_checkpoint(self.run_.best, self.modules, {**self.meta(), "step": self.step, "epoch": self.position[0],
-                                                       "metrics": self.last_metrics, "monitor": monitor})
-
-    def restore(self, path: Path) -> None:
-        ckpt = load_checkpoint(path, model=self.spec.name)
-        if "train_state" not in ckpt.meta:
-            raise CheckpointError(f"{path} holds weights only, no training state to resume from (use a run's last.safetensors)")
-        ckpt.load_into(self.modules)
-        tensors = {k[len(TRAIN_PREFIX):]: v for k, v in ckpt.tensors(TRAIN_PREFIX).items()}
-        try:
-            self._apply_state(unpack_state(ckpt.meta["train_state"], tensors), path)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, OverflowError) as exc:
-            # A file from elsewhere, or one a tool rewrote: its weights may load, its training state not.
-            if isinstance(exc, KeyError):
-                detail = f"missing {exc}"
-            else:
-                detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-            raise CheckpointError(f"{path}: its training state is damaged ({detail}); resume from another "
-                                  f"last.safetensors or start a new run") from None
-        self.last_metrics = ckpt.metrics
-
-    def _apply_state(self, state: Any, path: Path) -> None:
-        """Put a checkpoint's unpacked training state back: optimizers, schedulers, task, position,
-        and (checked now, set at the first batch) the random streams."""
-        if not isinstance(state, dict):
-            raise ValueError("the training state is not a table")
-        for name, opt in self.optimizers.items():
-            if name not in state["optimizers"]:
-                raise CheckpointError(f"{path} has no state for optimizer {name!r}")
-            opt.load_state_dict(state["optimizers"][name])
-        for name, sched in self.schedulers.items():
-            if name in state["schedulers"]:
-                sched.load_state_dict(state["schedulers"][name])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.task.load_extra_state(_to_device(state.get("task") or {}, self.device))
-        pos = state["position"]
-        position = [int(pos["epoch"]), int(pos["batch"])]
-        step = int(pos["step"])
-        if min(position + [step]) < 0:
-            raise ValueError(f"negative position {position}, step {step}")
-        self.position, self.step = position, step
-        best = state.get("best")
-        if best is not None and not isinstance(best, (int, float)):
-            raise ValueError(f"best value {str(best)[:40]!r} is not a number")
-        self.best_value = best
-        partial = state.get("epoch_losses") or {}
-        if self.position[1] > 0:  # mid-epoch: the steps before the stop count toward this epoch's means
-            self.sums = {k: float(v) for k, v in (partial.get("sums") or {}).items()}
-            self.counts = {k: int(v) for k, v in (partial.get("counts") or {}).items()}
-        rng = state["rng"]
-        with _rng_untouched(self.device):  # a stream that cannot be set is found now, not mid-run
-            _set_rng_state(rng, self.device)
-        # Set after the batches already trained are skipped (they may draw random numbers).
-        self.pending_rng = rng if self.world.is_main else None
-
-    def tidy_run_folder(self) -> None:
-        """Remove temporary files a killed process left, and log records past the restored step."""
-        for tmp in self.run_.dir.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-        records = self.run_.records()
-        if any(r.get("step", 0) > self.step for r in records):
-            from gentool.io import write_atomic
-
-            kept = "".join(json.dumps(r) + "\n" for r in records if r.get("step", 0) <= self.step)
-            write_atomic(self.run_.metrics_path, kept.encode())
+        self.state = RunState(task, job, world, device, precision, self.modules, self.optimizers, self.schedulers,
+                              self.scaler)
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        opts, world, task = self.opts, self.world, self.task
+        opts, world, task, state = self.opts, self.world, self.task, self.state
         if self.job.resume is not None:
-            self.restore(self.job.resume)
-            if self.position[0] >= opts.epochs:
+            state.restore(self.job.resume)
+            if state.position[0] >= opts.epochs:
                 # Nothing left to train: the epoch end wrote best before last, so the checkpoints
                 # are complete; return, so that whatever the plugin does after training (gpt's
                 # transformers export, say) is finished if a crash had cut it short.
                 from gentool.report import say
 
-                say(f"run {self.run_.name} has already trained {self.position[0]} epochs: nothing left to train "
-                    f"(pass --epochs N with N > {self.position[0]} to go on)")
+                say(f"run {self.run_.name} has already trained {state.position[0]} epochs: nothing left to train "
+                    f"(pass --epochs N with N > {state.position[0]} to go on)")
                 if world.is_main:
                     from gentool.runs import plot_losses
 
-                    self.tidy_run_folder()
+                    state.tidy_run_folder()
                     plot_losses(self.run_)
                 run = self.run_
-                return TrainResult(run.dir, self.step, self.position[0], self.last_metrics,
+                return TrainResult(run.dir, state.step, state.position[0], state.last_metrics,
                                    run.last if run.last.exists() else None, run.best if run.best.exists() else None)
         distributed.broadcast_parameters(self.modules.values(), world)
         if world.distributed and world.rank > 0:
             # Each process draws its own noise (and chains); rank 0's stream is the resumable one.
-            seed_everything(opts.seed + 7919 * world.rank + self.step)
+            seed_everything(opts.seed + 7919 * world.rank + state.step)
         steps_per_epoch = task.steps_per_epoch(opts.batch_size, world.size)
         total = opts.epochs * steps_per_epoch
         log_every = opts.log_every or max(1, min(50, steps_per_epoch // 5))
         if world.is_main:
             self.run_.dir.mkdir(parents=True, exist_ok=True)
-            self.tidy_run_folder()
-            m = self.meta()
+            state.tidy_run_folder()
+            m = state.meta()
             self.run_.write_config({"model": m["model"], "plugin": m["plugin"], "train": m["train"],
                                     "model_config": m["config"], "data": m["data"]})
-        self.ctx.step_count = self.step
-        reporter = _Reporter(self.job, total, self.step, world.is_main)
+        self.ctx.step_count = state.step
+        reporter = Reporter(self.job, total, state.step, world.is_main)
         if self.job.resume is not None:
-            reporter.say(f"resuming {self.spec.name}/{self.run_.name} at step {self.step} "
-                         f"(epoch {self.position[0] + 1}, batch {self.position[1]})")
-        stop = _GracefulStop(reporter)
-        epoch = self.position[0]
+            reporter.say(f"resuming {self.spec.name}/{self.run_.name} at step {state.step} "
+                         f"(epoch {state.position[0] + 1}, batch {state.position[1]})")
+        stop = GracefulStop(reporter.say)
+        epoch = state.position[0]
         try:
-            samples_seen, t0, step0 = 0, time.perf_counter(), self.step
-            for epoch in range(self.position[0], opts.epochs):
+            samples_seen, t0, step0 = 0, time.perf_counter(), state.step
+            for epoch in range(state.position[0], opts.epochs):
                 self.ctx.epoch = epoch
-                if not (epoch == self.position[0] and self.position[1] > 0):
-                    self.sums, self.counts = {}, {}
-                sums, counts = self.sums, self.counts
+                if not (epoch == state.position[0] and state.position[1] > 0):
+                    state.sums, state.counts = {}, {}
+                sums, counts = state.sums, state.counts
                 t_epoch = time.perf_counter()
                 for m in self.modules.values():
                     m.train()
                 batches = iter(task.batches(epoch, opts.batch_size, world.rank, world.size, opts.seed))
-                skip = self.position[1] if epoch == self.position[0] else 0
+                skip = state.position[1] if epoch == state.position[0] else 0
                 for _ in range(skip):
                     next(batches, None)
-                if self.pending_rng is not None:
-                    _set_rng_state(self.pending_rng, self.device)
-                    self.pending_rng = None
+                if state.pending_rng is not None:
+                    set_rng_state(state.pending_rng, self.device)
+                    state.pending_rng = None
                 for b_idx, batch in enumerate(batches, start=skip):
                     with autocast(self.device, self.precision if task.autocast else "fp32"):
                         out = task.training_step(batch, self.ctx)
@@ -645,9 +391,9 @@ class _Fit:
                     bad = next((k for k, v in losses.items() if not math.isfinite(v)), None)
                     if distributed.any_flag(bad is not None, world) or bad is not None:
                         raise NonFiniteLoss(bad or "a loss on another process", losses.get(bad or "", float("nan")))
-                    self.step += 1
-                    self.position[:] = [epoch, b_idx + 1]
-                    self.ctx.step_count = self.step
+                    state.step += 1
+                    state.position[:] = [epoch, b_idx + 1]
+                    self.ctx.step_count = state.step
                     if task.scheduler_interval == "step":
                         for s in self.schedulers.values():
                             s.step()
@@ -657,20 +403,20 @@ class _Fit:
                     samples_seen += _batch_len(batch) * world.size
                     elapsed = time.perf_counter() - t0
                     rate = samples_seen / elapsed if elapsed > 0 else 0.0
-                    eta = (total - self.step) * elapsed / max(1, self.step - step0)
-                    log_now = self.step % log_every == 0 or self.step == total
+                    eta = (total - state.step) * elapsed / max(1, state.step - step0)
+                    log_now = state.step % log_every == 0 or state.step == total
                     if log_now and world.is_main:
-                        record = {"type": "step", "step": self.step, "epoch": epoch + 1, "losses": losses,
+                        record = {"type": "step", "step": state.step, "epoch": epoch + 1, "losses": losses,
                                   "samples_per_s": round(rate, 2), "time": round(elapsed, 3)}
                         if self.optimizers:
                             record["lr"] = {k: o.param_groups[0]["lr"] for k, o in self.optimizers.items()}
                         self.run_.log(record)
-                    reporter.update(self.step, epoch, losses, rate, eta, log_now)
-                    if opts.save_every and self.step % opts.save_every == 0:
-                        self.before_checkpoint()
-                        self.save_last()
-                        if self.kill_at == self.step and world.is_main:
-                            _die_now()
+                    reporter.update(state.step, epoch, losses, rate, eta, log_now)
+                    if opts.save_every and state.step % opts.save_every == 0:
+                        state.before_checkpoint()
+                        state.save_last()
+                        if world.is_main:
+                            checkpoint_written("last", state.step)
                     if distributed.any_flag(stop.requested, world):
                         raise KeyboardInterrupt
                 self.end_epoch(epoch, sums, counts, time.perf_counter() - t_epoch, reporter)
@@ -680,15 +426,15 @@ class _Fit:
             reporter.close()
             if stop.hard:
                 kept = f"the last checkpoint is {self.run_.last}" if self.run_.last.exists() else "nothing was saved"
-                raise TrainingInterrupted(f"stopped at once at step {self.step}, without saving; {kept}") from None
+                raise TrainingInterrupted(f"stopped at once at step {state.step}, without saving; {kept}") from None
             try:
-                self.before_checkpoint()
-                saved = self.save_last()
+                state.before_checkpoint()
+                saved = state.save_last()
             except NonFiniteLoss as exc:
                 raise TrainingDiverged(f"interrupted, and the weights are not finite ({exc}): nothing saved") from None
             where = f"; saved {saved}" if saved else ""
             error = TrainingInterrupted(
-                f"{'terminated (SIGTERM)' if stop.name == 'SIGTERM' else 'interrupted'} at step {self.step}{where}; "
+                f"{'terminated (SIGTERM)' if stop.name == 'SIGTERM' else 'interrupted'} at step {state.step}{where}; "
                 f"continue with: gentool train {self.spec.name} --resume {self.run_.name}"
             )
             if stop.name == "SIGTERM":
@@ -698,34 +444,34 @@ class _Fit:
             reporter.close()
             kept = f"the last good checkpoint is {self.run_.last}" if self.run_.last.exists() else "no checkpoint had been written yet"
             raise TrainingDiverged(
-                f"training diverged at step {self.step + 1} (epoch {epoch + 1}): {exc}; stopped, {kept}. "
+                f"training diverged at step {state.step + 1} (epoch {epoch + 1}): {exc}; stopped, {kept}. "
                 "Try a lower --lr or --precision fp32"
             ) from None
         finally:
             stop.restore()
             reporter.close()
         run = self.run_
-        return TrainResult(run.dir, self.step, opts.epochs, self.last_metrics, run.last if run.last.exists() else None,
+        return TrainResult(run.dir, state.step, opts.epochs, state.last_metrics, run.last if run.last.exists() else None,
                            run.best if run.best.exists() else None)
 
     def end_epoch(self, epoch: int, sums: Mapping[str, float], counts: Mapping[str, int], seconds: float,
-                  reporter: _Reporter) -> None:
-        task, world = self.task, self.world
+                  reporter: Reporter) -> None:
+        task, world, state = self.task, self.world, self.state
         if task.scheduler_interval == "epoch":
             for s in self.schedulers.values():
                 s.step()
         distributed.broadcast_buffers(self.modules.values(), world)
         means = {k: v / max(1, counts[k]) for k, v in sums.items()}
-        self.position[:] = [epoch + 1, 0]
+        state.position[:] = [epoch + 1, 0]
         improved = False
-        self.before_checkpoint()
+        state.before_checkpoint()
         if world.is_main:
             for m in self.modules.values():
                 m.eval()
-            with torch.no_grad(), _rng_untouched(self.device):
+            with torch.no_grad(), rng_untouched(self.device):
                 val = task.validate()
-            self.last_metrics = {**{f"train_{k}": v for k, v in means.items()}, **val}
-            bad = next((k for k, v in self.last_metrics.items() if isinstance(v, float) and not math.isfinite(v)), None)
+            state.last_metrics = {**{f"train_{k}": v for k, v in means.items()}, **val}
+            bad = next((k for k, v in state.last_metrics.items() if isinstance(v, float) and not math.isfinite(v)), None)
         else:
             val, bad = {}, None
         if distributed.any_flag(bad is not None, world) or bad is not None:
@@ -734,39 +480,29 @@ class _Fit:
             monitor = task_monitor_name(task, means)
             value = _monitored(task, means, val)
             improved = value is not None and (
-                self.best_value is None
-                or (value < self.best_value if task.monitor_mode == "min" else value > self.best_value)
+                state.best_value is None
+                or (value < state.best_value if task.monitor_mode == "min" else value > state.best_value)
             )
             if improved:
-                self.best_value = value
-            self.run_.log({"type": "epoch", "epoch": epoch + 1, "step": self.step, **self.last_metrics,
+                state.best_value = value
+            self.run_.log({"type": "epoch", "epoch": epoch + 1, "step": state.step, **state.last_metrics,
                            "epoch_time": round(seconds, 3)})
-            with _rng_untouched(self.device):
+            with rng_untouched(self.device):
                 _save_samples(task, self.run_, epoch + 1, self.opts)
                 with torch.no_grad():
                     task.write_pictures(self.run_.dir, epoch + 1)
             # best before last: a crash between the two leaves last one epoch behind, and resuming
             # redoes that epoch exactly; never a last that claims a best that was not written
             if improved:
-                self.save_best(monitor)
-                if self.kill_after_best == epoch + 1:
-                    _die_now()
-            self.save_last()
+                state.save_best(monitor)
+                checkpoint_written("best", epoch + 1)
+            state.save_last()
             from gentool.runs import plot_losses
 
             plot_losses(self.run_)
-            summary = " ".join(f"{k} {v:.4g}" for k, v in self.last_metrics.items() if isinstance(v, (int, float)))
+            summary = " ".join(f"{k} {v:.4g}" for k, v in state.last_metrics.items() if isinstance(v, (int, float)))
             reporter.say(f"epoch {epoch + 1}/{self.opts.epochs} {summary}" + ("  (best)" if improved else ""))
         distributed.barrier(world)
-
-
-def _die_now() -> None:
-    """End this process at once, as SIGKILL does: no clean-up, no ``finally``, no flush."""
-    import signal
-
-    if hasattr(signal, "SIGKILL"):
-        os.kill(os.getpid(), signal.SIGKILL)
-    os._exit(137)
 
 
 def task_monitor_name(task: Task, means: Mapping[str, float]) -> str | None:
@@ -790,13 +526,6 @@ def _monitored(task: Task, means: Mapping[str, float], val: Mapping[str, Any]) -
 def _batch_len(batch: Any) -> int:
     first = batch[0] if isinstance(batch, (tuple, list)) else batch
     return int(first.shape[0]) if hasattr(first, "shape") else 1
-
-
-def _check_weights(modules: Mapping[str, torch.nn.Module]) -> None:
-    for name, m in modules.items():
-        for pname, p in m.named_parameters():
-            if not torch.isfinite(p).all():
-                raise NonFiniteLoss(f"weight {name}.{pname}", float("nan"))
 
 
 def _save_samples(task: Task, run: Any, epoch: int, opts: Any) -> None:
