@@ -136,7 +136,8 @@ def main() -> None:
         for kv in args.overrides:
             plans[model] += ["--set", kv]
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, torch threads from OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()[0]:.1f} at the start", flush=True)
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()[0]:.1f} at the start",
+          flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         tmp = str(args.keep) if args.keep else scratch
         env = {**os.environ, "GENTOOL_RUNS": str(Path(tmp) / "runs"), "GENTOOL_CACHE": str(Path(tmp) / "cache"),

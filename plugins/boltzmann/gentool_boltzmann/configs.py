@@ -54,15 +54,16 @@ class RBMConfig(SGDOptions):
     # raised from 1 to 25 in the course of training). Both are read from the epoch, so --resume
     # continues them exactly.
     momentum_final: float | None = _opt(
-        None, "Momentum from epoch momentum_epochs + 1 on (Hinton 2010: 0.5 at first, then 0.9); none: momentum throughout.")
+        None, "Momentum from epoch momentum_epochs + 1 on (Hinton 2010: 0.5 at first, then 0.9); "
+        "none: momentum throughout.")
     momentum_epochs: int = _opt(5, "Epochs trained with the initial momentum before momentum_final takes over.")
     # the default: PCD-1 for the first half of the run, PCD-3 for the second, when the model is
     # sharper and its chains need more steps (on MNIST, 100 epochs: -87.72 nats against -88.01
     # with PCD-1 throughout; docs/benchmarks.md)
     k_schedule: tuple[str, ...] = _opt(
-        ("50%:3",), "CD-k schedule EPOCH:K,... : from that epoch (1-based, or a share of the run such as 50%) on, K Gibbs "
-        "steps per update, e.g. 21:3,61:5 or 50%:3 (Salakhutdinov & Murray 2008 raised k from 1 to 25 during "
-        "training); empty (--set k_schedule=): k throughout.")
+        ("50%:3",), "CD-k schedule EPOCH:K,... : from that epoch (1-based, or a share of the run such as "
+        "50%) on, K Gibbs steps per update, e.g. 21:3,61:5 or 50%:3 (Salakhutdinov & Murray 2008 raised k "
+        "from 1 to 25 during training); empty (--set k_schedule=): k throughout.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -94,7 +95,8 @@ class RBMConfig(SGDOptions):
             except ValueError:
                 raise ValueError(f"k_schedule items are EPOCH:K or P%:K (e.g. 21:3, 50%:3), got {item!r}") from None
             if not sep or k_i < 1 or (not share and value < 1) or (share and not 0 <= value <= 100):
-                raise ValueError(f"k_schedule items are EPOCH:K with EPOCH >= 1 (or 0% to 100%) and K >= 1, got {item!r}")
+                raise ValueError(
+                    f"k_schedule items are EPOCH:K with EPOCH >= 1 (or 0% to 100%) and K >= 1, got {item!r}")
             if share:
                 if epochs is None:
                     continue
