@@ -12,10 +12,9 @@ import pytest
 import torch
 
 import gentool
-from gentool import ConfigError, build_config
+from gentool import ConfigError, StepContext, build_config
 from gentool.data import ImageDataset
 from gentool.distributed import World
-from gentool.training import StepContext
 
 from gentool_boltzmann import rbm as rbm_module
 from gentool_boltzmann.common import binarized
