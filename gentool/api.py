@@ -109,6 +109,9 @@ class TrainJob:
     (see ``ModelSpec.finetune_options``); the task loads them itself, the optimizer starts fresh.
     ``base`` then describes where those weights came from (run folder, checkpoint, its data and
     step); the core records it in every checkpoint of the new run as ``finetuned_from``.
+    ``device`` is the device the core chose for the run (``options.device`` resolved, the process's
+    own GPU under torchrun); :func:`gentool.fit` trains there. A job made by hand may leave it
+    None: ``fit`` then resolves ``options.device`` itself.
     """
 
     spec: ModelSpec
@@ -120,6 +123,7 @@ class TrainJob:
     quiet: bool = False
     init_from: Path | None = None
     base: dict[str, Any] | None = None
+    device: "torch.device | None" = None
 
     def fit(self, task: "Task") -> "TrainResult":
         """Deprecated: call ``gentool.fit(task, job)``. Kept so that plugins written for gentool

@@ -232,7 +232,7 @@ def _print_verb_options(spec: Any, verb: str, con: Any) -> None:
     """The model's own flags of ``verb`` (sample or evaluate): a table, or the older one-line list."""
     import dataclasses
 
-    from gentool.engine import declared_options
+    from gentool.hook_io import declared_options
 
     declared = declared_options(spec, verb)
     if isinstance(declared, type) and dataclasses.is_dataclass(declared):

@@ -16,16 +16,15 @@ plugin ever imports another.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from gentool.errors import CheckpointError, ConfigError, DataError, MissingSplitError, PluginError
-from gentool.report import reporting, say, warn
+from gentool.hook_io import _check_sample_result, declared_options, evaluation_result, verb_options  # noqa: F401
+from gentool.report import reporting, warn
 
 if TYPE_CHECKING:
     import torch
@@ -35,22 +34,10 @@ if TYPE_CHECKING:
     from gentool.plugins import Registry
     from gentool.sampling import SavedSamples
 
-#: Training options whose change would break an exact resume (the saved position in the data,
-#: the optimizer's and scheduler's state depend on them).
-_FIXED_ON_RESUME = ("data", "batch_size", "seed", "image_size", "lr")
-
-
 def _registry() -> "Registry":
     from gentool.plugins import get_registry
 
     return get_registry()
-
-
-def train_option_names() -> set[str]:
-    """The names of the options every model shares (``TrainOptions``' fields)."""
-    from gentool.api import TrainOptions
-
-    return {f.name for f in dataclasses.fields(TrainOptions)}
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -226,8 +213,6 @@ def load(ref: str | os.PathLike | None = None, *, model: str | None = None, devi
     from gentool.devices import pick_device
 
     device = _name_arg("device", device)
-    ref = _ref_arg(ref)  # an empty reference is refused here, not read as the current folder
-    model = _name_arg("model", model, optional=True)
     foreign = _open_foreign(model, ref)
     if foreign is not None:  # a plugin read a file of another format (a .gguf) as a checkpoint
         return Model(_registry().model(foreign.model), foreign, foreign.path, pick_device(device))
@@ -428,6 +413,7 @@ class Model:
         ``save`` keeps the result as ``eval.json`` beside a run's checkpoint.
         """
         from gentool.api import EvaluateJob
+        from gentool.data.registry import load_data
         from gentool.rng import caller_state_kept, seed_everything
 
         spec, ckpt = self.spec, self.checkpoint
@@ -521,6 +507,8 @@ def _evaluation_data(ref: str, modality: str, split: str | None, image_size: int
     ``--data`` named it), all of it is held out; when it is the training data, its training
     images are the only reference there is (the usual one for FID): used, with a warning.
     """
+    from gentool.data.registry import load_data
+
     if split is not None:
         return load_data(ref, modality, split, image_size, reg), split
     try:
@@ -533,222 +521,7 @@ def _evaluation_data(ref: str, modality: str, split: str | None, image_size: int
         return load_data(ref, modality, "train", image_size, reg), "train"
 
 
-def load_data(ref: str, modality: str, split: str, image_size: int | None, reg: Any, channels: int | None = None) -> Any:
-    """Load ``ref`` (a name or path) for a model of ``modality``; refuse the other modality."""
-    from gentool.data import load_dataset
-
-    dataset = load_dataset(ref, split=split, image_size=image_size, channels=channels, extra=reg.datasets)
-    kind = dataset.info().get("kind")
-    if kind != modality:
-        raise DataError(f"{ref} is {kind} data, but this model needs {modality} data")
-    return dataset
-
-
-# -- typed verb options and results -------------------------------------------------------------------
-def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
-
-
-def _as_flag_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return ",".join(map(str, value))
-    return str(value)
-
-
-def declared_options(spec: "ModelSpec", verb: str) -> Any:
-    """What ``spec`` declares for ``verb`` (``sample`` or ``evaluate``): a dataclass, a dict, or None."""
-    return spec.sample_options if verb == "sample" else spec.evaluate_options
-
-
-def verb_options(spec: "ModelSpec", verb: str, values: Mapping[str, Any]) -> Any:
-    """Parse the model-specific options of ``verb``: a dataclass instance when the model declares
-    a dataclass; else the values as strings (checked against a declared dict of flag names)."""
-    from gentool.config import build_config, unknown_key_error
-
-    declared = declared_options(spec, verb)
-    values = {str(k).replace("-", "_"): v for k, v in values.items()}
-    if isinstance(declared, type) and dataclasses.is_dataclass(declared):
-        return build_config(declared, values, where=f"{spec.name} {verb}", flags=True)
-    text = {k: _as_flag_text(v) for k, v in values.items()}
-    if isinstance(declared, Mapping):
-        for key in text:
-            if key not in declared:
-                raise unknown_key_error(_flag(key), sorted(_flag(k) for k in declared), f"{spec.name} {verb}")
-    return text
-
-
-def _check_sample_result(result: Any, spec: "ModelSpec", expected: type) -> None:
-    """A clear PluginError, naming the plugin, for a sample hook that broke its contract."""
-    import torch
-
-    def broke(what: str) -> PluginError:
-        return PluginError(f"plugin {spec.plugin!r} broke the sample contract for model {spec.name!r}: {what}")
-
-    if not isinstance(result, expected):
-        raise broke(f"gentool_sample returned {type(result).__name__}; expected gentool.SampleResult(images=...) "
-                    "or SampleResult(texts=[...])")
-    if result.images is None and result.texts is None:
-        raise broke("the SampleResult holds neither images nor texts")
-    if result.images is not None:
-        x = result.images
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] not in (1, 3) or not x.is_floating_point():
-            got = f"{type(x).__name__} {tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-            raise broke(f"images must be a float tensor [N, C, H, W] with C 1 or 3, in [0, 1]; got {got}")
-        if result.labels is not None and (not isinstance(result.labels, torch.Tensor)
-                                          or result.labels.shape[:1] != x.shape[:1]):
-            raise broke("labels must be a tensor with one label per image")
-    if result.texts is not None and (not isinstance(result.texts, list)
-                                     or not all(isinstance(t, str) for t in result.texts)):
-        raise broke("texts must be a list of strings")
-
-
-def evaluation_result(raw: Any, spec: "ModelSpec") -> Any:
-    """An :class:`~gentool.api.EvaluateResult` from what ``gentool_evaluate`` returned.
-
-    A plugin written for gentool 0.1 returns a flat dict: its numbers become metrics, its strings
-    settings, and its ``"warning"`` string a warning. Anything else (a tensor, nested data) is a
-    PluginError that names the plugin, the key and what was expected.
-    """
-    from gentool.api import EvaluateResult
-
-    def broke(what: str) -> PluginError:
-        return PluginError(f"plugin {spec.plugin!r} broke the evaluate contract for model {spec.name!r}: {what}")
-
-    if isinstance(raw, EvaluateResult):
-        metrics, settings, warnings = dict(raw.metrics), dict(raw.settings), list(raw.warnings)
-    elif isinstance(raw, Mapping):
-        metrics, settings, warnings = {}, {}, []
-        for key, value in raw.items():
-            if key == "warning" and isinstance(value, str):
-                warnings.append(value)
-            elif isinstance(value, str):
-                settings[str(key)] = value
-            else:
-                metrics[str(key)] = value
-    else:
-        raise broke(f"gentool_evaluate returned {type(raw).__name__}; expected gentool.EvaluateResult "
-                    "(or a flat dict of metric name to number)")
-    clean: dict[str, Any] = {}
-    for key, value in metrics.items():
-        if value is None or isinstance(value, bool):
-            clean[key] = value
-        elif isinstance(value, numbers.Integral):
-            clean[key] = int(value)
-        elif isinstance(value, numbers.Real):
-            clean[key] = float(value)
-        else:
-            raise broke(f"metric {key!r} is a {type(value).__name__}; a metric must be a number, a bool or None "
-                        "(give a tensor as float(t); put text in settings)")
-    for key, value in settings.items():
-        if not isinstance(value, str):
-            raise broke(f"setting {key!r} is a {type(value).__name__}; settings are strings")
-    if not all(isinstance(w, str) for w in warnings):
-        raise broke("warnings must be strings")
-    return EvaluateResult(metrics=clean, settings=settings, warnings=warnings)
-
-
 # -- training ---------------------------------------------------------------------------------------
-def read_toml(path: str | os.PathLike) -> dict[str, Any]:
-    """A TOML file as a dict; a missing or malformed file is a one-line ConfigError."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"--config {path} is a folder: name a TOML file")
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot parse {path}: {exc}") from None
-
-
-def split_config_doc(doc: Mapping[str, Any], spec: "ModelSpec") -> tuple[dict[str, Any], dict[str, Any]]:
-    """``[train]`` and ``[model]`` tables of a config document; top-level keys go to whichever knows them."""
-    from gentool.config import unknown_key_error
-
-    for table in ("train", "model"):
-        if table in doc and not isinstance(doc[table], Mapping):
-            raise ConfigError(f"[{table}] must be a table of options (e.g. [{table}] then key = value lines), "
-                              f"not {type(doc[table]).__name__} {doc[table]!r}")
-    train = dict(doc.get("train", {}))
-    model = dict(doc.get("model", {}))
-    option_names = train_option_names()
-    model_names = {f.name for f in dataclasses.fields(spec.config)} if spec.config else set()
-    for key in train:
-        if key not in option_names:
-            raise unknown_key_error(key, sorted(option_names), "[train]")
-    for key, value in doc.items():
-        if key in ("train", "model"):
-            continue
-        if key in option_names:
-            train[key] = value
-        elif key in model_names:
-            model[key] = value
-        else:
-            raise unknown_key_error(key, sorted(option_names | model_names), "config file")
-    return train, model
-
-
-def _first_difference(spec: "ModelSpec", saved: Mapping[str, Any], asked: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
-    """The first model option whose asked value differs from the saved run's (parsed alike)."""
-    from gentool.config import build_config, config_to_dict
-
-    before = config_to_dict(build_config(spec.config, dict(saved)))
-    after = config_to_dict(build_config(spec.config, {**saved, **asked}))
-    for key in after:
-        if after[key] != before.get(key):
-            return key, before.get(key), after[key]
-    return None
-
-
-def canonical_data(ref: str | None, reg: Any) -> str | None:
-    """``--data`` as a run records it: a data set's name as given, a path made absolute, so that
-    evaluating, resuming and fine-tuning find the data from any working folder."""
-    if ref is None:
-        return None
-    from gentool.data.names import BUILTIN_DATASET_NAMES
-
-    key = str(ref).strip().lower().replace("_", "-")
-    names = set(BUILTIN_DATASET_NAMES) | {str(n).lower().replace("_", "-") for n in reg.datasets}
-    if key in names:
-        return str(ref)
-    path = Path(ref).expanduser()
-    return str(path.resolve()) if path.exists() else str(ref)
-
-
-def _remove_if_empty(folder: Path) -> None:
-    """Remove a new run's folder when training failed before it held anything but its config."""
-    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {"config.toml", ".lock"}:
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _new_run(model: str, name: str | None) -> Any:
-    from gentool.distributed import launched_world
-    from gentool.paths import runs_dir
-    from gentool.runs import Run, new_run
-
-    world = launched_world()
-    if not world.distributed:
-        return new_run(model, name)
-    # Under torchrun every process must agree on the folder: a name all of them know, made by rank 0.
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
-    if name is None and run_id in ("", "none"):
-        raise ConfigError("under torchrun, pass --name RUN (or use --standalone, whose run id names the run)")
-    name = name or "run-" + "".join(c for c in run_id if c.isalnum())[:12]
-    if world.is_main:
-        return new_run(model, name)
-    return Run(model, name, runs_dir() / model / name)
-
-
 def train(model: str, *, data: str | None = None, epochs: int | None = None, batch_size: int | None = None,
           lr: float | None = None, device: str | None = None, precision: str | None = None,
           seed: int | None = None, image_size: int | None = None, save_every: int | None = None,
@@ -764,12 +537,8 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
     newest) exactly where it stopped; with a fine-tune option it starts a new run from that run's
     weights instead. ``quiet`` silences progress output.
     """
-    from gentool.api import TrainJob, TrainOptions
-    from gentool.checkpoint import load_checkpoint
-    from gentool.config import build_config, config_from_dict, unknown_key_error
-    from gentool.devices import busy_machine_note, check_precision, pick_device, set_threads
-    from gentool.distributed import launched_world
-    from gentool.runs import resolve_run
+    from gentool.plan import plan_train, read_request, read_toml, remove_if_empty, split_config_doc
+    from gentool.rng import caller_state_kept
 
     reg = _registry()
     spec = reg.model(_name_arg("the model to train", model))
@@ -781,111 +550,20 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
     if resume is not None and not isinstance(resume, bool):
         resume = _path_arg("resume (a run's name or folder, or True for the newest)", resume)
     options = _mapping_arg("options", options)
-    flags = {k: v for k, v in dict(data=data, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                                   precision=precision, seed=seed, image_size=image_size, save_every=save_every,
-                                   threads=threads).items() if v is not None}
-    sets = {str(k).replace("-", "_"): v for k, v in {**(options or {}), **model_options}.items()}
-    finetune = set(spec.finetune_options or {})
-    defaults = {"epochs": spec.epochs, "batch_size": spec.batch_size, "lr": spec.lr, "image_size": spec.image_size}
-    if resume is True:
-        resume = "latest"
-    elif resume is False:
-        resume = None
-    resume_path = init_from = base = None
-    world = launched_world()
-    asked_model = {**model_doc, **sets}
-    asked = {**train_doc, **flags}
-    if asked.get("data") is not None:
-        asked["data"] = canonical_data(str(asked["data"]), reg)
-
-    def options_of(values: Mapping[str, Any]) -> Any:
-        return build_config(TrainOptions, values, where="train", flags=True)
-
-    ckpt = prior = None
-    notes: list[str] = []
-    if resume is not None:
-        prior = resolve_run(model, str(resume))
-        ckpt = load_checkpoint(prior.last, model=model)
-    tuned = {k: v for k, v in asked_model.items() if k in finetune}
-    if ckpt is not None and tuned and _first_difference(spec, ckpt.config, tuned) is not None:
-        # Fine-tuning: a new run that starts from the resumed run's weights, with its config and the
-        # fine-tune fields (and any other option) changed; by default on the data it was trained on.
-        base_train = ckpt.meta.get("train", {})
-        inherited = {k: base_train[k] for k in ("data", "image_size") if base_train.get(k) is not None}
-        opts = options_of({**defaults, **inherited, **asked})
-        cfg = build_config(spec.config, {**ckpt.config, **asked_model})
-        init_from = prior.last
-        base = {"run": str(prior.dir), "checkpoint": str(prior.last), "step": ckpt.step,
-                "data": ckpt.data.get("name"), "config": ckpt.config}
-        run = None
-    elif ckpt is not None:  # a plain resume: the same run goes on, exactly
-        run = prior
-        if asked_model:
-            names = {f.name for f in dataclasses.fields(spec.config)} if spec.config else set()
-            unknown = [k for k in asked_model if k not in names]
-            if unknown:
-                raise unknown_key_error(unknown[0], sorted(names), "model")
-            diff = _first_difference(spec, ckpt.config, asked_model)
-            if diff is not None:
-                key, was, now = diff
-                raise ConfigError(f"model option {key} cannot change when resuming (the run was trained with "
-                                  f"{key}={was}, asked {now}); start a new run instead")
-        saved = {k: v for k, v in ckpt.meta.get("train", {}).items() if k in train_option_names()}
-        saved.pop("device", None)
-        parsed = options_of({**saved, **asked})
-        saved_data = canonical_data(saved.get("data"), reg)  # runs before 0.2 kept paths as given
-        for key in _FIXED_ON_RESUME:
-            was = saved_data if key == "data" else saved.get(key)
-            if key in asked and getattr(parsed, key) != was:
-                why = ("its optimizer and learning-rate schedule were built with it" if key == "lr"
-                       else "the saved position in the data depends on it")
-                raise ConfigError(f"--{key.replace('_', '-')} cannot change when resuming (the run used "
-                                  f"{saved.get(key)}; {why}); start a new run instead")
-        opts = parsed
-        opts.data = saved_data if "data" not in asked else opts.data
-        cfg = config_from_dict(spec.config, ckpt.config)
-        resume_path = run.last
-        base = ckpt.meta.get("finetuned_from")  # a resumed fine-tuning run still knows its base
-        if "epochs" in asked and saved.get("epochs") not in (None, opts.epochs):
-            notes.append(f"note: the run was planned for {saved['epochs']} epochs and now runs to {opts.epochs}: "
-                "learning-rate schedules that decay over the run stretch to the new end from here on")
-    else:
-        opts = options_of({**defaults, **asked})
-        cfg = build_config(spec.config, asked_model)
-        run = None
-
-    from gentool.rng import caller_state_kept, seed_everything
-
+    flags = dict(data=data, epochs=epochs, batch_size=batch_size, lr=lr, device=device, precision=precision,
+                 seed=seed, image_size=image_size, save_every=save_every, threads=threads)
+    request = read_request(reg, spec, train_doc=train_doc, model_doc=model_doc, flags=flags,
+                           model_options={**(options or {}), **model_options}, name=name, resume=resume, quiet=quiet)
+    world = request.world
     with caller_state_kept(), reporting(quiet=quiet, main=world.is_main) as report:
-        for note in notes:
-            say(note)
-        dev = pick_device(opts.device, local_rank=world.local_rank if world.distributed else None)
-        check_precision(opts.precision, dev, warn_slow=True)
-        used = set_threads(opts.threads)
-        if opts.threads is not None:  # an explicit count is recorded (and reused on resume); auto is not
-            opts.threads = used
-        seed_everything(opts.seed)
-        opts.data = opts.data or spec.default_data
-        dataset = load_data(opts.data, spec.modality, "train", opts.image_size, reg, channels=spec.channels)
-        from gentool.data import check_trainable
-
-        check_trainable(dataset, minimum=2 * world.size)  # each process needs a batch of two at least
-        fresh = run is None
-        if fresh:
-            run = _new_run(model, name)
-        job = TrainJob(spec=spec, config=cfg, options=opts, data=dataset, run=run, resume=resume_path, quiet=quiet,
-                       init_from=init_from, base=base)
-        if init_from is not None:
-            say(f"fine-tuning from {init_from} into a new run: {run.dir}")
-        note = busy_machine_note(opts.threads)
-        if note:
-            say(note)
+        job = plan_train(request)
+        run = job.run
         try:
             with run.lock() if world.is_main else contextlib.nullcontext():
                 result = reg.call("gentool_train", spec, job=job)
         except BaseException:
-            if fresh and world.is_main:
-                _remove_if_empty(run.dir)
+            if job.resume is None and world.is_main:  # a new run (fresh or fine-tuning) that holds nothing
+                remove_if_empty(run.dir)
             raise
     from gentool.training import TrainResult
 

@@ -295,7 +295,9 @@ def fit(task: Task, job: "TrainJob") -> TrainResult:
     """Train ``task`` for ``job`` (see the module docstring for everything this takes care of)."""
     opts = job.options
     world = distributed.launched_world()
-    device = pick_device(opts.device, local_rank=world.local_rank if world.distributed else None)
+    device = job.device  # chosen by the training plan; a job made by hand may leave it to us
+    if device is None:
+        device = pick_device(opts.device, local_rank=world.local_rank if world.distributed else None)
     precision = check_precision(opts.precision, device)
     distributed.init(world, device)
     try:

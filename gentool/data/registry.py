@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Any, Mapping, Union
 
 from gentool.data.datasets import ImageDataset, TextDataset, check_split
 from gentool.data.names import BUILTIN_DATASET_NAMES
@@ -192,3 +192,13 @@ def _load(spec: str, split: str, image_size: int | None, channels: int | None,
     if isinstance(ds, ImageDataset):
         ds = finish(ds, image_size, channels)
     return ds
+
+
+def load_data(ref: str, modality: str, split: str, image_size: int | None, reg: Any, channels: int | None = None) -> Any:
+    """Load ``ref`` (a name or path) for a model of ``modality`` with ``reg``'s data sets too; refuse
+    the other modality."""
+    dataset = load_dataset(ref, split=split, image_size=image_size, channels=channels, extra=reg.datasets)
+    kind = dataset.info().get("kind")
+    if kind != modality:
+        raise DataError(f"{ref} is {kind} data, but this model needs {modality} data")
+    return dataset

@@ -82,7 +82,7 @@ async def generations(req: ImageRequest, request: Request) -> dict[str, Any]:
         raise bad_request(f"{req.model} is a {spec.modality} model: use POST /v1/chat/completions",
                           param="model", code="model_not_image")
     path = checkpoint_of(cfg.runs, *pair, req.checkpoint).resolve()
-    from gentool.engine import declared_options, verb_options
+    from gentool.hook_io import declared_options, verb_options
 
     check_json_options(declared_options(spec, "sample"), req.options)  # JSON's own types: "yes" is no boolean
     try:  # bad options are the caller's: a 400 before the model is loaded or queued

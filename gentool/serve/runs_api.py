@@ -191,7 +191,7 @@ async def grid(model: str, run: str, name: str, request: Request) -> FileRespons
 
 @router.get("/models", summary="Installed models and their own sample options")
 async def models() -> dict[str, Any]:
-    from gentool.engine import declared_options
+    from gentool.hook_io import declared_options
 
     reg = get_registry()
     out = []
