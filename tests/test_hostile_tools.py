@@ -15,6 +15,7 @@ from PIL import Image
 
 import gentool
 from gentool.testing import invoke
+from hostile_helpers import write_real_fake
 
 TINY_GPT = ("--epochs", "1", "--set", "n_layer=1", "--set", "n_embd=32", "--set", "n_head=2", "--set", "block_size=32",
             "--set", "eval_tokens=1024", "--set", "iters_per_epoch=30", "--set", "warmup_iters=2", "--threads", "1")
@@ -32,15 +33,7 @@ def runs(tmp_path_factory):
     env.pop("GENTOOL_PLUGINS", None)
     if not {"gpt", "gan", "detector"} <= set(plugins.get_registry().models):
         pytest.skip("these tests need the gpt, gan and detect plugins")
-    rng = np.random.default_rng(0)
-    for kind in ("real", "fake"):
-        (base / "rf" / kind).mkdir(parents=True)
-    for i in range(24):
-        small = rng.integers(0, 256, size=(4, 4, 3)).astype(np.uint8)
-        real = np.asarray(Image.fromarray(small).resize((16, 16), Image.Resampling.BICUBIC))
-        fake = np.asarray(Image.fromarray(real).resize((8, 8)).resize((16, 16), Image.Resampling.NEAREST))
-        Image.fromarray(real).save(base / "rf" / "real" / f"{i}.png")
-        Image.fromarray(fake).save(base / "rf" / "fake" / f"{i}.png")
+    write_real_fake(base / "rf")
     for args in (("train", "detector", "--data", str(base / "rf"), "--epochs", "1", "--batch-size", "16", "--name",
                   "tiny", "-q", "--set", "width=4", "--threads", "1"),
                  ("train", "gpt", "--name", "tiny", "-q", *TINY_GPT)):

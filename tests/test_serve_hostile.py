@@ -29,6 +29,7 @@ openai = pytest.importorskip("openai", reason="the API tests drive the server wi
 httpx = pytest.importorskip("httpx", reason="the API tests need httpx (dev extra)")
 
 import gentool  # noqa: E402
+from hostile_helpers import write_real_fake  # noqa: E402
 
 KEY = "hostile-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -58,18 +59,7 @@ def _start(base: Path, *args: str) -> tuple[subprocess.Popen, str]:
 
 def _detector(base: Path) -> None:
     """A tiny detector run (about a second): smooth textures against their up-sampled copies."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for kind in ("real", "fake"):
-        (base / "rf" / kind).mkdir(parents=True)
-    for i in range(24):
-        small = rng.integers(0, 256, size=(4, 4, 3)).astype(np.uint8)
-        real = np.asarray(Image.fromarray(small).resize((16, 16), Image.Resampling.BICUBIC))
-        fake = np.asarray(Image.fromarray(real).resize((8, 8)).resize((16, 16), Image.Resampling.NEAREST))
-        Image.fromarray(real).save(base / "rf" / "real" / f"{i}.png")
-        Image.fromarray(fake).save(base / "rf" / "fake" / f"{i}.png")
+    write_real_fake(base / "rf")
     gentool.train("detector", data=str(base / "rf"), epochs=1, batch_size=16, name="tiny", quiet=True, threads=1,
                   width=4)
 
