@@ -56,6 +56,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: rich's help renderer imports pygments (+60 ms per start)
+    # -h beside --help for every verb, plugins' too (their contexts inherit it); train, sample and
+    # evaluate print their own help (with MODEL: its options) and take both themselves
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 CORE_COMMANDS = {"list", "plugins", "train", "sample", "evaluate", "info", "push", "pull", "serve"}

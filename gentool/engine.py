@@ -539,6 +539,7 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
     """
     from gentool.plan import plan_train, read_request, read_toml, remove_if_empty, split_config_doc
     from gentool.rng import caller_state_kept
+    from gentool.training import Task, TrainResult, fit
 
     reg = _registry()
     spec = reg.model(_name_arg("the model to train", model))
@@ -561,15 +562,16 @@ def train(model: str, *, data: str | None = None, epochs: int | None = None, bat
         try:
             with run.lock() if world.is_main else contextlib.nullcontext():
                 result = reg.call("gentool_train", spec, job=job)
+                if isinstance(result, Task):  # the hook handed back its task: the core trains it
+                    result = fit(result, job)
         except BaseException:
             if job.resume is None and world.is_main:  # a new run (fresh or fine-tuning) that holds nothing
                 remove_if_empty(run.dir)
             raise
-    from gentool.training import TrainResult
-
     if not isinstance(result, TrainResult):
         raise PluginError(f"plugin {spec.plugin!r} broke the train contract for model {model!r}: gentool_train "
-                          f"returned {type(result).__name__}; expected what gentool.fit(task, job) returns")
+                          f"returned {type(result).__name__}; expected its gentool.Task or what gentool.fit(task, job) "
+                          "returns")
     return TrainedRun(model=model, name=run.name, dir=run.dir, step=result.step, epoch=result.epoch,
                       metrics=dict(result.metrics), last=result.last, best=result.best,
                       warnings=list(report.warnings))

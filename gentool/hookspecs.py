@@ -96,7 +96,8 @@ def gentool_train(model: str, job: "TrainJob") -> Any:
     ``job`` (:class:`gentool.TrainJob`) carries the model's validated config (``job.config``), the
     training options (``job.options``: epochs, batch_size, lr, seed, ...), the loaded data set
     (``job.data``) and the run folder (``job.run``). Build the networks, wrap them in a
-    :class:`gentool.Task` and ``return gentool.fit(task, job)``: the shared harness then does the
+    :class:`gentool.Task` and ``return gentool.fit(task, job)`` (or return the task itself: the core
+    then calls ``gentool.fit(task, job)``): the shared harness then does the
     device placement, precision, seeding, progress bar, checkpoints (``last`` each epoch, ``best``),
     resume, Ctrl-C, the NaN guard and data-parallel training, and tells the task the total number of
     optimizer steps (``task.total_steps``) before its optimizers and schedulers are made.

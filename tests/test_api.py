@@ -180,6 +180,47 @@ def test_wrong_return_types_name_the_plugin(gentool_env):
     assert "plugin 'brokenplug' broke the evaluate contract" in res.stderr and "metric 'fd' is a Tensor" in res.stderr
 
 
+HANDS_BACK = '''
+import gentool
+
+class Line(gentool.Task):
+    def __init__(self, data):
+        import torch
+        self.data = data
+        self.net = torch.nn.Linear(64, 1)
+
+    def modules(self):
+        return {"net": self.net}
+
+    def configure_optimizers(self):
+        import torch
+        return {"sgd": torch.optim.SGD(self.net.parameters(), lr=0.01)}
+
+    def training_step(self, batch, ctx):
+        x, _ = batch
+        loss = self.net(x.flatten(1)).pow(2).mean()
+        ctx.step(loss, "sgd")
+        return {"loss": loss}
+
+@gentool.hookimpl
+def gentool_register_models(register):
+    register(gentool.ModelSpec("handback", "test", "a train hook that returns its task", default_data="digits",
+                               epochs=2, batch_size=256))
+
+@gentool.hookimpl
+def gentool_train(model, job):
+    return Line(job.data)
+'''
+
+
+def test_a_train_hook_may_return_its_task_and_the_core_fits_it(gentool_env):
+    gentool_env.add_plugin("handbackplug", HANDS_BACK)
+    run = gentool.train("handback", quiet=True)
+    assert run.epoch == 2 and run.step > 0 and run.last is not None and run.last.exists()
+    records = [json.loads(x) for x in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["type"] == "epoch"] == [1, 2]  # trained by the harness
+
+
 def test_legacy_evaluate_dict_becomes_metrics_settings_and_warnings():
     from gentool.engine import evaluation_result
 

@@ -23,6 +23,17 @@ def test_help_lists_core_and_plugin_commands(toy_env):
         assert verb in proc.stdout
 
 
+def test_every_verb_takes_dash_h(toy_env):
+    """-h is --help for every verb: the core's and every installed plugin's (detect, upscale, ...)."""
+    from gentool import cli
+
+    for verb in sorted(cli.CORE_COMMANDS) + ["detect", "upscale", "translate", "chat", "toy-hello"]:
+        proc = gentool(verb, "-h", env={**toy_env, "GENTOOL_PLUGINS": "toy,gan,detect,gpt"})
+        assert proc.returncode == 0 and f"gentool {verb}" in proc.stdout, (verb, proc.stdout[-300:], proc.stderr)
+    proc = gentool("-h", env=toy_env)
+    assert proc.returncode == 0 and "train" in proc.stdout
+
+
 def test_version():
     import gentool as g
 
