@@ -485,8 +485,12 @@ def serve(
     config = ServeConfig(runs=(runs or runs_dir()).expanduser().resolve(), api_key=api_key or None,
                          chat_model=chat_model, device=device, queue_size=queue, max_pixels=max_pixels,
                          quantize=quantize)
-    prepare(config, runs_given=runs is not None)  # --runs and --chat-model checked (one line each) before listening
-    sock = bind(host, port)
+    sock = bind(host, port)  # a taken port is said at once, not after the chat model has loaded
+    try:
+        prepare(config, runs_given=runs is not None)  # --runs and --chat-model checked (one line each) before serving
+    except BaseException:
+        sock.close()
+        raise
     port = sock.getsockname()[1]
     err = _console(stderr=True)
     if host not in LOOPBACK:

@@ -332,6 +332,16 @@ def test_serve_checks_its_settings_at_start(server):
         assert out.returncode != 0 and words in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
         if "--max-pixels" not in args:
             assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    # a taken port is said first, before a chat model is even opened (its load could take minutes)
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        out = subprocess.run([sys.executable, "-m", "gentool", "serve", "--port", str(taken.getsockname()[1]),
+                              "--chat-model", "/etc/passwd"], env=_env(base), cwd=base, capture_output=True,
+                             text=True, timeout=60)
+    assert out.returncode != 0 and "Address already in use" in out.stderr and "passwd" not in out.stderr, out.stderr
     # a good --chat-model is opened at start and listed; --max-pixels sets the tools' bound
     proc, url = _start(base, "--chat-model", str(base / "runs" / "gpt" / "tiny"), "--max-pixels", "5000")
     try:
