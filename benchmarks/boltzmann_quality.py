@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import cpu_name  # the CPU's model name, as every benchmark prints it
+
 from gentool.devices import pick_device
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
@@ -72,17 +74,6 @@ def train_until(args: list[str], env: dict[str, str], seconds: float | None) -> 
     return False
 
 
-def cpu_name() -> str:
-    """The CPU's model name (figures depend on it), from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def epochs_done(model_runs: Path) -> int:
