@@ -138,3 +138,26 @@ def test_measure_times_every_available_format():
     times = measure(64, repeats=2)
     assert set(times) == {m for m in ("none", "bf16", "int8", "int4") if available(m)}
     assert all(t > 0 for t in times.values())
+
+
+def test_float_weights_split_over_threads_give_the_same_product():
+    """With two threads a float weight is kept as transposed row blocks (one batched product, each
+    thread reading its block); the product is the plain one, for one row and for a prompt's rows."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(3)
+        w = torch.randn(256, 64)
+        q = QuantWeight(w, "none")
+        assert q.w.shape == (2, 64, 128)  # the blocks were made
+        for x in (torch.randn(1, 64), torch.randn(5, 64), torch.randn(2, 3, 64)):
+            torch.testing.assert_close(q(x), x @ w.T, atol=1e-5, rtol=1e-5)
+        b = QuantWeight(w, "bf16")
+        assert b.w.dtype == torch.bfloat16 and b(torch.randn(1, 64)).dtype == torch.float32
+        model = model_for("gqa")
+        x = torch.randint(64, (1, 20))
+        with torch.no_grad():
+            full = model(x)[0]
+        torch.testing.assert_close(Decoder(model, 48).prefill(x[0].tolist()), full[-1], atol=1e-4, rtol=1e-4)
+    finally:
+        torch.set_num_threads(threads)
