@@ -44,6 +44,7 @@ _EXPORTS: dict[str, str] = {
     "DiscriminateJob": "gentool.api",
     # chat models and tools from plugins
     "open_chat": "gentool.chat", "ChatSettings": "gentool.chat", "ChatBackend": "gentool.chat",
+    "QUANTIZE": "gentool.chat",
     "Tool": "gentool.tools", "ToolAnswer": "gentool.tools", "list_tools": "gentool.tools",
     "keep_loaded": "gentool.tools", "find_files": "gentool.tools",
     # the training harness

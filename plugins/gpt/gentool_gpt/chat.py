@@ -79,7 +79,7 @@ def register(app: Any) -> None:
 
         settings = Settings(temperature=temperature, top_k=top_k, top_p=top_p, max_tokens=max_tokens,
                             seed=seed).check(flags=True)
-        from gentool_gpt.pretrained_chat import QUANTIZE
+        from gentool import QUANTIZE
 
         if context is not None and context < 2:
             raise GentoolError(f"--context must be at least 2, not {context}")

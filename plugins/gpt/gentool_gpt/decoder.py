@@ -38,7 +38,6 @@ class Decoder:
         self.Q, self.K = H * D, KV * D
         self.hidden = cfg.mlp_hidden
         self.max_len = int(max_len)
-        self.block_size = int(max_len)
         device = model.lm_head.weight.device
         if device.type != "cpu" and quantize != "none":
             raise ValueError(f"{quantize} weights decode on the CPU only (this model is on {device})")
@@ -79,6 +78,11 @@ class Decoder:
         if type(model) is not GPT or model.training or not hasattr(F, "rms_norm") or not available(quantize):
             return None
         return cls(model, max_len, quantize, dtype)
+
+    @property
+    def block_size(self) -> int:
+        """The positions the cache holds (what generate() keeps in view), as a model's ``block_size``."""
+        return self.max_len
 
     def weight_bytes(self) -> int:
         """Bytes of the weights a decoding step reads (embedding rows aside)."""

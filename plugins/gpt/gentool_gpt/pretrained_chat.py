@@ -14,14 +14,13 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Sequence
 
-from gentool import GentoolError
+from gentool import QUANTIZE, GentoolError  # QUANTIZE: the weight formats open_chat takes, listed once
 
 from gentool_gpt.backends import SMALL_MODEL, GPTBackend, Message, _device_text, _threads_for
 
 if TYPE_CHECKING:
     import torch
 
-QUANTIZE = ("auto", "none", "bf16", "int8", "int4")
 
 
 def _low_bit(quantization: str) -> bool:
